@@ -1,0 +1,124 @@
+"""
+advantage.py: turn the verifier's rewards into advantages, one group of G completions per prompt at a time.
+
+The idea: GRPO has no value network; the baseline for a completion is the mean reward of the other samples of
+the same prompt, so a completion is pushed up exactly when it did better than its siblings. Groups whose rewards
+are all equal (too easy, too hard) carry no signal at all, and `group_stats` measures how much of a batch that is.
+
+The equations, for one group r_1..r_G with mean mu (REINFORCE: grad J = E[A grad log pi(y|x)]):
+    grpo     A_i = (r_i - mu) / sigma      sigma = sqrt(var + eps), var = sum_j (r_j - mu)^2 / (G or G-1)
+    drgrpo   A_i = r_i - mu                (Dr. GRPO: dividing by sigma up-weights the too-easy / too-hard groups)
+    rloo     A_i = r_i - mean_{j != i} r_j = G/(G-1) (r_i - mu)   (leave-one-out: the baseline ignores y_i, so the
+                                                                   gradient stays exactly unbiased)
+    none     A_i = r_i                     (vanilla REINFORCE, no baseline)
+Any baseline b that does not depend on y_i leaves the gradient unbiased, because E[grad log pi] = grad sum pi = 0;
+the group mean depends on y_i a little (weight 1/G), which is the bias RLOO removes.
+Worked numbers (CONCEPTS.md sec. 3): r = [1,0,1,0,0,1,0,0], population sigma -> A = +1.291 / -0.7746;
+r = [1,0,1,0], Bessel sigma -> A = +-0.866. With pass rate p, a share p^G + (1-p)^G of groups is all-equal.
+
+Choices, and how this differs from the papers:
+ 1. eps enters *inside* the square root for both sigma conventions, sigma = sqrt(var + eps): it keeps sigma >=
+    sqrt(eps) > 0 without a branch and moves the worked numbers only in the 4th decimal (+1.2907, +0.8659).
+    (DeepSeekMath writes (r - mean) / std; some implementations add eps outside the root instead: both agree
+    with the lecture's numbers to 1e-3.)
+ 2. A group whose rewards are all equal gets advantages of exactly 0 for every centred method (we set them, so
+    that float rounding of the mean, e.g. of [0.1, 0.1, 0.1], cannot leak a tiny signal).
+ 3. The Kimi k1.5 length reward is a separate term the caller adds, rewards + weight * length_rewards(...), so
+    that the weight can be 0 early and switched on later; max_len == min_len gives 0 instead of 0/0.
+ 4. group_stats counts a reward > 0.5 as a pass, so it also works for rewards with a small format bonus.
+
+Run: `python advantage.py` prints the worked numbers. Shapes: P prompts, G group size, B = P*G rows.
+"""
+import torch
+
+METHODS = ("grpo", "drgrpo", "rloo", "none")
+
+
+def _groups(x, group_size):
+    """(B,) -> (P, G), the G completions of a prompt being consecutive rows."""
+    if x.dim() != 1 or group_size < 1 or x.numel() % group_size != 0:
+        raise ValueError(f"expected a 1-d tensor whose length is a multiple of group_size={group_size}, "
+                         f"got shape {tuple(x.shape)}")
+    return x.view(-1, group_size)  # (P, G)
+
+
+def group_advantages(rewards, group_size, method="grpo", eps=1e-4, unbiased_std=False):
+    """rewards (B,) with each prompt's G completions consecutive -> advantages (B,) float."""
+    if method not in METHODS:
+        raise ValueError(f"unknown advantage method {method!r}; choose one of {METHODS}")
+    r = _groups(rewards.float(), group_size)  # (P, G)
+    G = group_size
+    if method == "none":
+        return r.flatten().clone()  # (B,)
+    mean = r.mean(dim=1, keepdim=True)  # (P, 1)
+    if method == "grpo":
+        var = (r - mean).pow(2).sum(dim=1, keepdim=True) / max(G - 1 if unbiased_std else G, 1)  # (P, 1)
+        adv = (r - mean) / torch.sqrt(var + eps)  # (P, G)
+    elif method == "drgrpo":
+        adv = r - mean  # (P, G)
+    else:  # rloo
+        if G < 2:
+            raise ValueError("rloo needs group_size >= 2: the baseline is the mean of the other G - 1 rewards")
+        baseline = (r.sum(dim=1, keepdim=True) - r) / (G - 1)  # (P, G) mean of the others
+        adv = r - baseline  # (P, G)
+    all_equal = (r == r[:, :1]).all(dim=1, keepdim=True)  # (P, 1)
+    return adv.masked_fill(all_equal, 0.0).flatten()  # (B,)
+
+
+def length_rewards(lengths, correct, group_size):
+    """Kimi k1.5's group length reward, to be added as rewards + weight * length_rewards(...).
+
+    lengths (B,) response lengths in tokens, correct (B,) bool. Per group,
+    lam_i = 0.5 - (len_i - min_len) / (max_len - min_len) in [-0.5, 0.5]: the shortest response gets +0.5,
+    the longest -0.5. Correct responses get lam_i; wrong ones min(0, lam_i), so being short never pays when
+    the answer is wrong, but rambling is still penalised. A group of equal lengths gets 0. Returns (B,) float."""
+    n = _groups(lengths.float(), group_size)  # (P, G)
+    ok = _groups(correct.bool(), group_size)  # (P, G)
+    lo = n.min(dim=1, keepdim=True).values  # (P, 1)
+    span = n.max(dim=1, keepdim=True).values - lo  # (P, 1)
+    lam = 0.5 - (n - lo) / span.clamp(min=1e-8)  # (P, G)
+    lam = torch.where(span > 0, lam, torch.zeros_like(lam))
+    return torch.where(ok, lam, lam.clamp(max=0.0)).flatten()  # (B,)
+
+
+def group_stats(rewards, group_size):
+    """Logging numbers for one batch of rewards (B,): plain Python floats.
+
+    zero_var_frac: share of groups whose rewards are all equal (they give no gradient under any centred method);
+    zero_var_pred: p^G + (1 - p)^G, what that share would be if every prompt had the batch's pass rate p (it is
+    a lower bound in expectation when prompts differ in difficulty, since p^G + (1-p)^G is convex in p);
+    all_pass_frac / all_fail_frac: the two kinds of zero-signal groups; pass_rate: share of rewards > 0.5."""
+    r = _groups(rewards.float(), group_size)  # (P, G)
+    passed = r > 0.5  # (P, G)
+    p = passed.float().mean().item()
+    G = group_size
+    return {
+        "reward_mean": r.mean().item(),
+        "pass_rate": p,
+        "zero_var_frac": (r == r[:, :1]).all(dim=1).float().mean().item(),
+        "zero_var_pred": p ** G + (1 - p) ** G,
+        "all_pass_frac": passed.all(dim=1).float().mean().item(),
+        "all_fail_frac": (~passed).all(dim=1).float().mean().item(),
+    }
+
+
+if __name__ == "__main__":
+    torch.set_printoptions(precision=4, sci_mode=False)
+    r8 = torch.tensor([1., 0, 1, 0, 0, 1, 0, 0])
+    print("r = [1,0,1,0,0,1,0,0]")
+    print("  grpo, population sigma  ", group_advantages(r8, 8))
+    print("  same with eps = 0       ", group_advantages(r8, 8, eps=0.0), "(CONCEPTS.md: +1.291 / -0.7746)")
+    r4 = torch.tensor([1., 0, 1, 0])
+    print("r = [1,0,1,0]")
+    print("  grpo, Bessel sigma      ", group_advantages(r4, 4, unbiased_std=True), "(CONCEPTS.md: +-0.866)")
+    print("  mean baseline (drgrpo)  ", group_advantages(r4, 4, "drgrpo"), "(CONCEPTS.md sec. 2: +-0.5)")
+    print("  leave-one-out (rloo)    ", group_advantages(r4, 4, "rloo"))
+    print("  no baseline (none)      ", group_advantages(r4, 4, "none"))
+    easy_hard = torch.tensor([1., 1, 1, 1, 0, 0, 0, 0])
+    print("r = [1,1,1,1 | 0,0,0,0]   ", group_advantages(easy_hard, 4), "(no signal, no NaN)")
+    lengths, correct = torch.tensor([10, 20, 30, 40]), torch.tensor([True, True, False, False])
+    print("Kimi length reward, lengths", lengths.tolist(), "correct", correct.tolist(), "->",
+          length_rewards(lengths, correct, 4))
+    g = torch.Generator().manual_seed(0)
+    rewards = (torch.rand(64 * 8, generator=g) < 0.2).float()  # 64 prompts, G = 8, pass rate ~0.2
+    print("group_stats, p ~ 0.2, G = 8:", {k: round(v, 3) for k, v in group_stats(rewards, 8).items()})

@@ -1,0 +1,221 @@
+"""
+data/tasks.py: synthetic arithmetic problems whose answers a program can check, and an imperfect teacher.
+
+The idea: RLVR needs problems with exact answers. Four families, each with a worked solution a small model can
+follow one token at a time:
+    add   "What is 47+85?"   columns right to left:  7+5+0=12 r=2 / 4+8+1=13 r=32 / r=132
+    sub   "What is 47-85?"   47<85 so -(85-47), then columns with borrows:  15-7-0=8 r=8 / 08-4-1=3 r=38
+    mul   "What is 47*6?"    one partial product per digit of the multiplier, digit by digit, then their sum
+    lin   "Solve 3x+5=12."   3x=12-5=7 / x=7/3           (the answer may be a reduced fraction)
+Every step has a fixed width (a sum is written 07, not 7), so for a given operand size each digit sits at the same
+position in every problem: a tiny model with learned positions finds its operands much faster that way.
+Answers are exact strings: integers ("132", "-38") and reduced fractions ("7/3", "-1/2").
+
+The pretraining corpus imitates an imperfect teacher. Every response is
+    <think>{worked solution or nothing}</think><answer>{answer}</answer>
+and two knobs say how the teacher is imperfect: `think_prob`, the share of demonstrations that show their work
+(the rest answer directly, which is much harder for a small model), and `error_prob`, the share that contain one
+mistake (a wrong digit, which propagates to a wrong answer). The corpus' own accuracy is 1 - error_prob: the
+"imitation ceiling" that supervised training cannot beat but RL with a verifier can.
+
+Held-out split: a problem belongs to the test split iff a hash of its text says so (1 in 10), so no test problem
+can ever appear in training, whatever the seed.
+
+Run: `python data/tasks.py` prints examples of every family as the model sees them, and the corpus accuracy.
+"""
+import hashlib
+import random
+from dataclasses import dataclass
+from fractions import Fraction
+
+FAMILIES = ("add", "sub", "mul", "lin")
+
+
+@dataclass(frozen=True)
+class Problem:
+    family: str
+    prompt: str    # the text the model is given
+    answer: str    # exact answer: "132", "-38", "7/3"
+    solution: str  # a correct worked solution (the content of the think block)
+
+
+def fmt(q):
+    """Exact answer string of a rational: "7", "-7/2" (Fraction is always reduced)."""
+    q = Fraction(q)
+    return str(q.numerator) if q.denominator == 1 else f"{q.numerator}/{q.denominator}"
+
+
+def digits_of(n, width):
+    """Least significant digit first, padded with zeros: digits_of(47, 3) = [7, 4, 0]."""
+    return [(n // 10 ** i) % 10 for i in range(width)]
+
+
+def nudge(d, rng, hi=9):
+    """A wrong value next to the right one in [0, hi]: the most typical slip."""
+    return d + 1 if d == 0 or (d < hi and rng.random() < 0.5) else d - 1
+
+
+# --- worked solutions. Each takes `slip`: None, or a random.Random that plants one wrong result in one step
+# (a sum or product off by one). The later steps are carried out correctly from the wrong intermediate, so the
+# mistake propagates (through the carry too) to what the teacher concludes: true answer ± 10^k, never the truth. They return (solution text, the answer the text concludes).
+
+def add_steps(a, b, slip=None):
+    width = max(len(str(a)), len(str(b)))
+    bad = slip.randrange(width) if slip else -1
+    lines, r, carry = [], "", 0
+    for i, (x, y) in enumerate(zip(digits_of(a, width), digits_of(b, width))):
+        s = x + y + carry
+        s = nudge(s, slip, hi=19) if i == bad else s  # a slip in this column's sum; its carry follows
+        r = str(s % 10) + r
+        lines.append(f"{x}+{y}+{carry}={s:02d} r={r}")
+        carry = s // 10
+    r = (str(carry) if carry else "") + r
+    value = int(r)
+    lines.append(f"r={value}")
+    return "\n".join(lines), value
+
+
+def sub_steps(a, b, slip=None):
+    if a < b:
+        text, value = sub_steps(b, a, slip)
+        return f"{a}<{b} so -({b}-{a})\n{text}\n={fmt(-value)}", -value
+    width = len(str(a))
+    bad = slip.randrange(width) if slip else -1
+    lines, r, borrow = [], "", 0
+    for i, (x, y) in enumerate(zip(digits_of(a, width), digits_of(b, width))):
+        top = x + 10 if x - y - borrow < 0 else x
+        d = top - y - borrow
+        d = nudge(d, slip) if i == bad else d
+        r = str(d) + r
+        lines.append(f"{top:02d}-{y}-{borrow}={d} r={r}")
+        borrow = 1 if top > 9 else 0
+    value = int(r)
+    lines.append(f"r={value}")
+    return "\n".join(lines), value
+
+
+def mul_steps(a, b, slip=None):
+    """a*b with b's digits one partial product each: 47*6 -> 7*6+0=42 r=2 / 4*6+4=28 r=282 / p=282."""
+    bd = digits_of(b, len(str(b)))
+    width = len(str(a))
+    bad = (slip.randrange(len(bd)), slip.randrange(width)) if slip else (-1, -1)
+    lines, partials = [], []
+    for j, y in enumerate(bd):
+        r, carry = "", 0
+        for i, x in enumerate(digits_of(a, width)):
+            p = x * y + carry
+            p = nudge(p, slip, hi=89) if (j, i) == bad else p
+            r = str(p % 10) + r
+            lines.append(f"{x}*{y}+{carry}={p:02d} r={r}")
+            carry = p // 10
+        partial = int((str(carry) if carry else "") + r) * 10 ** j
+        partials.append(partial)
+        lines.append(f"p={partial}")
+    value = sum(partials)
+    if len(partials) > 1:
+        lines.append("+".join(map(str, partials)) + f"={value}")
+    return "\n".join(lines), value
+
+
+def lin_steps(a, b, c, slip=None):
+    """a*x+b=c -> a*x = c-b -> x = (c-b)/a, reduced."""
+    rhs = c - b
+    if slip:  # the slip is in the subtraction; everything after follows from it
+        rhs += slip.choice((-1, 1))
+    sign_b = f"-{b}" if b >= 0 else f"+{-b}"
+    lines = [f"{a}x={c}{sign_b}={rhs}"]
+    value = Fraction(rhs, a)
+    shown = f"{rhs}/{a}"
+    lines.append(f"x={shown}" if fmt(value) == shown else f"x={shown}={fmt(value)}")
+    return "\n".join(lines), value
+
+
+def make_problem(family, rng, digits=2):
+    """One random problem of a family. `digits` is the difficulty knob: operand digits (mul: of the
+    multiplicand, with a one-digit multiplier below 3 digits; lin: of the constants b and c)."""
+    n = lambda d: rng.randrange(10 ** (d - 1) if d > 1 else 0, 10 ** d)
+    if family == "add":
+        a, b = n(digits), n(digits)
+        return Problem(family, f"What is {a}+{b}?\n", fmt(a + b), add_steps(a, b)[0])
+    if family == "sub":
+        a, b = n(digits), n(digits)
+        return Problem(family, f"What is {a}-{b}?\n", fmt(a - b), sub_steps(a, b)[0])
+    if family == "mul":
+        a, b = n(digits), n(1 if digits < 3 else digits - 1)
+        return Problem(family, f"What is {a}*{b}?\n", fmt(a * b), mul_steps(a, b)[0])
+    if family == "lin":
+        a = rng.choice([k for k in range(-9, 10) if k not in (-1, 0, 1)])
+        b, c = rng.choice((-1, 1)) * n(digits), n(digits)
+        lhs = f"{a}x{'+' if b >= 0 else '-'}{abs(b)}"
+        return Problem(family, f"Solve {lhs}={c}.\n", fmt(Fraction(c - b, a)), lin_steps(a, b, c)[0])
+    raise ValueError(f"unknown task family {family!r}; choose from {FAMILIES}")
+
+
+def split_of(problem, test_share=0.1):
+    """'test' or 'train', from a hash of the prompt: stable across seeds, runs and machines."""
+    h = int.from_bytes(hashlib.sha256(problem.prompt.encode()).digest()[:8], "big")
+    return "test" if h % 1000 < test_share * 1000 else "train"
+
+
+def generate_problems(n, seed, split="train", families=FAMILIES, digits=2):
+    """n problems of one split, families drawn uniformly, deterministic given the arguments.
+    digits is an int for all families or a dict {family: digits}."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', not {split!r}")
+    for f in families:
+        if f not in FAMILIES:
+            raise ValueError(f"unknown task family {f!r}; choose from {FAMILIES}")
+    rng = random.Random(seed)
+    out = []
+    while len(out) < n:
+        family = rng.choice(families)
+        p = make_problem(family, rng, digits[family] if isinstance(digits, dict) else digits)
+        if split_of(p) == split:
+            out.append(p)
+    return out
+
+
+def recompute(problem, slip):
+    """Re-solve a problem from its prompt with a slip planted (the prompt is our own text, parsed simply)."""
+    q = problem.prompt.split(" ", 2)[-1].rstrip("?.\n")
+    if problem.family == "lin":
+        lhs, c = q.split("=")
+        a, b = lhs.split("x")
+        return lin_steps(int(a), int(b), int(c), slip)
+    op = {"add": "+", "sub": "-", "mul": "*"}[problem.family]
+    a, b = q.split(op)
+    return {"add": add_steps, "sub": sub_steps, "mul": mul_steps}[problem.family](int(a), int(b), slip)
+
+
+def response(think, answer):
+    return f"<think>{think}</think><answer>{answer}</answer>"
+
+
+def demonstration(problem, rng, think_prob=0.5, error_prob=0.0):
+    """The imperfect teacher's response to a problem (without EOS, which the tokenizing code appends).
+    Returns (response text, whether its answer is right, whether it shows its work)."""
+    thinks = rng.random() < think_prob
+    if rng.random() >= error_prob:
+        return response(problem.solution if thinks else "", problem.answer), True, thinks
+    text, value = recompute(problem, rng)
+    if not thinks:  # a direct answer with one wrong digit
+        truth = Fraction(problem.answer)
+        digits = str(abs(truth.numerator))
+        k = rng.randrange(len(digits))
+        wrong = int(digits[:k] + str(nudge(int(digits[k]), rng)) + digits[k + 1:])
+        value, text = Fraction(wrong if truth >= 0 else -wrong, truth.denominator), ""
+    return response(text, fmt(value)), False, thinks
+
+
+if __name__ == "__main__":
+    rng = random.Random(0)
+    for family in FAMILIES:
+        for p in generate_problems(2, seed=1, families=(family,), digits=3 if family != "mul" else 2):
+            print(f"--- {family} ---\n{p.prompt}{response(p.solution, p.answer)}<|endoftext|>")
+        p = generate_problems(1, seed=2, families=(family,))[0]
+        print(f"--- {family}, with a teacher's mistake ---")
+        print(p.prompt + demonstration(p, rng, think_prob=1.0, error_prob=1.0)[0] + "<|endoftext|>")
+    problems = generate_problems(2000, seed=0)
+    demos = [demonstration(p, rng, think_prob=0.3, error_prob=0.3) for p in problems]
+    print(f"\ncorpus with think_prob=0.3, error_prob=0.3: accuracy {sum(d[1] for d in demos) / len(demos):.3f}, "
+          f"think share {sum(d[2] for d in demos) / len(demos):.3f}")

@@ -1,0 +1,298 @@
+"""sample.py: the KV-cache sampler against the naive reference and the full forward pass; EOS, truncation, top-k
+and top-p, seeds, padding, temperature, errors. Tiny CPU models; the whole file runs in a few seconds."""
+import math
+from fractions import Fraction
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from model import GPT, GPTConfig
+from sample import draw, filter_logits, sample
+
+V = 40
+CFG = GPTConfig(n_layer=2, n_head=4, n_embd=64, vocab_size=V, block_size=64)
+PROMPTS = [[5], [1, 2, 3, 4, 5, 6, 7], [9, 8, 7], [11, 12]]  # mixed lengths, the shortest first
+
+
+def tiny(seed=0):
+    """A random GPT with its (tied) embeddings scaled up, so that next-token distributions are far from uniform:
+    an untrained model's logits are ~0.1 apart, too flat for temperature or top-p to show."""
+    torch.manual_seed(seed)
+    model = GPT(CFG).eval()
+    with torch.no_grad():
+        model.transformer.wte.weight.mul_(10)
+    return model
+
+
+def gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def full_logits(model, s):
+    """Score the whole batch in one forward pass, as grpo.py will: (B, L, V), column c predicts column c + 1."""
+    return model(s.tokens, pos=s.positions(), mask=s.valid)
+
+
+def check_invariants(s, prompts, group_size, max_new_tokens, eos_id=None, pad_id=0):
+    """What every Samples must satisfy, whatever was drawn."""
+    B, L = s.tokens.shape
+    Lp = s.prompt_len
+    assert B == len(prompts) * group_size and Lp == max(map(len, prompts))
+    assert Lp < L <= Lp + max_new_tokens  # max_new_tokens is never exceeded
+    assert torch.equal(s.lengths, s.mask.sum(1).long())
+    assert L == Lp + int(s.lengths.max())  # the loop stopped as soon as every row was done
+    assert not s.mask[:, :Lp].any() and torch.all(s.logprobs[:, :Lp] == 0)  # the prompt never counts
+    for r in range(B):
+        p, n = prompts[r // group_size], int(s.lengths[r])
+        assert s.tokens[r, Lp - len(p):Lp].tolist() == p and s.tokens[r, :Lp - len(p)].eq(pad_id).all()
+        assert s.valid[r, Lp - len(p):Lp + n].all() and not s.valid[r, :Lp - len(p)].any()
+        assert s.mask[r, Lp:Lp + n].eq(1).all()  # one contiguous run from the first new token ...
+        assert not s.mask[r, Lp + n:].any() and not s.valid[r, Lp + n:].any()  # ... and nothing after it
+        assert s.tokens[r, Lp + n:].eq(pad_id).all() and torch.all(s.logprobs[r, Lp + n:] == 0)
+        lp = s.logprobs[r, Lp:Lp + n]
+        assert torch.isfinite(lp).all() and (lp <= 0).all()
+        eos_at = (s.tokens[r, Lp:Lp + n] == eos_id).nonzero().flatten().tolist() if eos_id is not None else []
+        if s.finished[r]:  # EOS is the last masked token, and the only EOS
+            assert eos_at == [n - 1]
+        else:  # truncated: the whole budget, no EOS
+            assert eos_at == [] and n == max_new_tokens
+
+
+# ------------------------------------------------------------------ the KV cache against recomputing everything
+
+@pytest.mark.parametrize("with_eos", [False, True])
+def test_greedy_equals_naive_generate_for_mixed_prompt_lengths(with_eos):
+    model, G, N = tiny(1), 3, 12
+    eos_id = None
+    if with_eos:  # a token the greedy continuation of one prompt reaches mid-way
+        eos_id = int(model.generate(torch.tensor([PROMPTS[1]]), N, temperature=0)[0, len(PROMPTS[1]) + 4])
+    s = sample(model, PROMPTS, G, N, temperature=0, eos_id=eos_id)
+    check_invariants(s, PROMPTS, G, N, eos_id)
+    Lp = s.prompt_len
+    for r in range(len(PROMPTS) * G):
+        p = PROMPTS[r // G]
+        ref = model.generate(torch.tensor([p]), N, temperature=0, eos_id=eos_id)[0, len(p):]  # (n,)
+        assert s.tokens[r, Lp:Lp + int(s.lengths[r])].tolist() == ref.tolist()
+        assert bool(s.finished[r]) == (eos_id is not None and int(ref[-1]) == eos_id)
+    if with_eos:
+        assert s.finished.any() and not s.finished.all()  # the test saw both endings
+
+
+@pytest.mark.parametrize("temperature,top_k,top_p", [
+    (1.0, None, None), (0.7, None, None), (0.0, None, None), (1.3, 5, None), (1.0, None, 0.8), (0.8, 10, 0.9)])
+def test_logprobs_equal_the_full_forward_at_every_row_and_step(temperature, top_k, top_p):
+    model, G, N = tiny(2), 3, 16
+    s = sample(model, PROMPTS, G, N, temperature, top_k, top_p, eos_id=7, generator=gen(0))
+    check_invariants(s, PROMPTS, G, N, eos_id=7)
+    logits = full_logits(model, s)[:, :-1]  # (B, L-1, V), predicting columns 1 .. L-1
+    if temperature == 0:  # greedy reports the untempered log-probs
+        ref = F.log_softmax(logits, -1)  # (B, L-1, V)
+    else:
+        ref = filter_logits(logits.reshape(-1, V), temperature, top_k, top_p).view_as(logits)  # (B, L-1, V)
+    ref = ref.gather(-1, s.tokens[:, 1:, None])[..., 0]  # (B, L-1)
+    m = s.mask[:, 1:].bool()
+    assert m.sum() > 40
+    torch.testing.assert_close(s.logprobs[:, 1:][m], ref[m], atol=1e-5, rtol=0)
+    if (temperature, top_k, top_p) == (1.0, None, None):  # the default is exactly what grpo.py scores: ratio 1
+        plain = F.log_softmax(logits, -1).gather(-1, s.tokens[:, 1:, None])[..., 0]  # (B, L-1)
+        torch.testing.assert_close(s.logprobs[:, 1:][m], plain[m], atol=1e-5, rtol=0)
+
+
+# ------------------------------------------------------------------ EOS, truncation, stopping early
+
+def test_eos_ends_some_rows_and_truncates_the_others():
+    model, G, N = tiny(3), 4, 10
+    s = sample(model, PROMPTS, G, N, eos_id=7, generator=gen(1))
+    check_invariants(s, PROMPTS, G, N, eos_id=7)
+    assert s.finished.any() and not s.finished.all()  # both endings occur (seeded)
+    assert torch.all(s.lengths[~s.finished] == N)
+    assert torch.all(s.tokens[s.finished, s.prompt_len + s.lengths[s.finished] - 1] == 7)
+
+
+def test_a_batch_whose_rows_all_finish_early_stops_early():
+    """Make every position's next-token distribution the same, p(EOS) ≈ 0.35: rows finish at geometric times."""
+    model, G, N, eos_id = tiny(4), 6, 60, 3
+    with torch.no_grad():
+        model.transformer.ln_f.weight.zero_()  # the final hidden state is ln_f.bias, whatever the input
+        model.transformer.ln_f.bias.fill_(1.0)
+        model.transformer.wte.weight[eos_id] = 0.075  # EOS's logit = 64 · 0.075 = 4.8
+        p_eos = float(model(torch.tensor([[1]]))[0, -1].softmax(-1)[eos_id])
+    assert 0.2 < p_eos < 0.5
+    s = sample(model, PROMPTS, G, N, eos_id=eos_id, generator=gen(2))
+    check_invariants(s, PROMPTS, G, N, eos_id)
+    assert s.finished.all()
+    assert s.tokens.shape[1] == s.prompt_len + int(s.lengths.max()) < s.prompt_len + N  # stopped early
+    assert len(set(s.lengths.tolist())) > 3  # the rows did finish at different steps
+
+
+def test_max_new_tokens_reaching_block_size_exactly():
+    model = tiny(5)
+    s = sample(model, [[1] * 60, [2, 3]], 2, 4, generator=gen(0))  # 60 + 4 == block_size
+    check_invariants(s, [[1] * 60, [2, 3]], 2, 4)
+    assert s.tokens.shape == (4, 64)
+
+
+# ------------------------------------------------------------------ top-k and top-p
+
+def test_top_k_1_equals_greedy():
+    model = tiny(6)
+    greedy = sample(model, PROMPTS, 2, 12, temperature=0)
+    for temperature in (1.0, 0.5):
+        s = sample(model, PROMPTS, 2, 12, temperature=temperature, top_k=1, generator=gen(0))
+        assert torch.equal(s.tokens, greedy.tokens)
+        assert torch.all(s.logprobs == 0)  # renormalised over a kept set of one token
+
+
+def slow_filter(weights, top_k=None, top_p=None):
+    """The obvious version: weights w_i ∝ probabilities (Fractions for exact arithmetic, or floats). Returns the
+    log-probs of the filtered, renormalised distribution as a list, -inf outside the kept set."""
+    keep = list(range(len(weights)))
+    if top_k is not None:
+        kth = sorted(weights, reverse=True)[min(top_k, len(weights)) - 1]
+        keep = [i for i in keep if weights[i] >= kth]  # ties with the k-th stay
+    if top_p is not None:
+        total = sum(weights[i] for i in keep)
+        mass, chosen = 0, []
+        for i in sorted(keep, key=lambda i: -weights[i]):  # most likely first, until the mass reaches top_p
+            chosen.append(i)
+            mass += weights[i] / total
+            if mass >= top_p:
+                break
+        least = min(weights[i] for i in chosen)
+        keep = [i for i in keep if weights[i] >= least]  # ties with the least likely kept token stay
+    total = sum(weights[i] for i in keep)
+    return [math.log(weights[i] / total) if i in keep else -math.inf for i in range(len(weights))]
+
+
+def assert_filter_matches(logits, weights, temperature=1.0, top_k=None, top_p=None):
+    got = filter_logits(logits[None], temperature, top_k, top_p)[0]  # (V,)
+    want = torch.tensor(slow_filter(weights, top_k, top_p), dtype=torch.float32)  # (V,)
+    assert torch.equal(torch.isinf(got), torch.isinf(want)), (top_k, top_p, got, want)
+    torch.testing.assert_close(got[~torch.isinf(got)], want[~torch.isinf(want)], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("top_k,top_p", [
+    (None, 0.4), (None, 0.5), (None, 0.75), (None, 0.75 + 1e-6), (None, 0.875), (None, 0.9), (None, 0.9375),
+    (None, 0.95), (None, 1.0), (1, None), (2, None), (3, None), (4, None), (5, None), (3, 0.8), (4, 0.9)])
+def test_filter_logits_on_exact_probabilities_with_ties(top_k, top_p):
+    """p = [8, 4, 2, 1, 1] / 16 is exact in fp32, so top_p landing exactly on a prefix's mass (0.5, 0.75, 0.875,
+    0.9375) tests the boundary itself: a prefix that reaches top_p is enough. The last two tokens tie."""
+    weights = [Fraction(w, 16) for w in (8, 4, 2, 1, 1)]
+    logits = torch.tensor([math.log(w) for w in weights])  # (V,)
+    assert logits.softmax(-1).tolist() == [float(w) for w in weights]  # exact, so the boundaries are exact
+    for temperature in (1.0, 0.5):  # halving and then dividing by 0.5 is exact too
+        assert_filter_matches(logits * temperature, weights, temperature, top_k, top_p)
+
+
+def test_filter_logits_keeps_the_smallest_set_and_ties_at_its_edge():
+    logits = torch.tensor([2.0, 1.0, 1.0, 1.0, 0.0])  # (V,)
+    keep = lambda **kw: torch.isfinite(filter_logits(logits[None], **kw)[0]).nonzero().flatten().tolist()
+    assert keep(top_k=1) == [0]
+    assert keep(top_k=2) == [0, 1, 2, 3]  # three tokens tie for second place: all or none
+    p = logits.softmax(-1)
+    assert keep(top_p=float(p[0]) / 2) == [0]
+    assert keep(top_p=float(p[0]) + 1e-3) == [0, 1, 2, 3]  # one tied token would reach it; its ties come along
+    assert keep(top_p=1.0) == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("temperature,top_k,top_p", [
+    (1.0, None, 0.3), (0.7, None, 0.55), (1.5, None, 0.9), (1.0, 7, None), (0.5, 3, None), (1.2, 12, 0.6)])
+def test_filter_logits_on_random_logits_equals_the_slow_reference(temperature, top_k, top_p):
+    logits = torch.randn(8, V, generator=gen(7)) * 3  # (B, V)
+    for row in logits:
+        z = [x / temperature for x in row.double().tolist()]
+        m = max(z)
+        assert_filter_matches(row, [math.exp(x - m) for x in z], temperature, top_k, top_p)
+
+
+def test_draw_never_returns_a_token_outside_the_kept_set():
+    logits = torch.tensor([[0.0, 1.0, 2.0, -1.0, -2.0]]).expand(3, 5)  # (B, V), top_k=2 keeps tokens 1 and 2
+    tok, lp = draw(logits, torch.tensor([0.0, 0.5, 1.0]), 1.0, 2, None)  # u = 1 stands for u·total rounding up
+    assert tok.tolist() == [1, 2, 2] and torch.isfinite(lp).all()
+
+
+# ------------------------------------------------------------------ randomness and padding
+
+def test_seeded_runs_repeat_and_rows_of_a_group_differ():
+    model, G = tiny(8), 4
+    a = sample(model, PROMPTS, G, 10, eos_id=7, generator=gen(3))
+    b = sample(model, PROMPTS, G, 10, eos_id=7, generator=gen(3))
+    c = sample(model, PROMPTS, G, 10, eos_id=7, generator=gen(4))
+    for field in ("tokens", "valid", "mask", "logprobs", "finished", "lengths"):
+        assert torch.equal(getattr(a, field), getattr(b, field))
+    assert not torch.equal(a.tokens, c.tokens)
+    for i in range(len(PROMPTS)):
+        completions = {tuple(row.tolist()) for row in a.tokens[i * G:(i + 1) * G, a.prompt_len:]}
+        assert len(completions) == G
+
+
+def test_a_padded_row_equals_the_same_prompt_sampled_alone():
+    """Row r draws with the r-th row of uniforms, so the short prompt goes first in the batch."""
+    model, G, N, short, long = tiny(9), 3, 12, [5, 6], [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    batch = sample(model, [short, long], G, N, eos_id=7, generator=gen(5))
+    alone = sample(model, [short], G, N, eos_id=7, generator=gen(5))
+    assert batch.prompt_len == len(long) and alone.prompt_len == len(short)
+    for r in range(G):
+        n = int(alone.lengths[r])
+        assert int(batch.lengths[r]) == n and bool(batch.finished[r]) == bool(alone.finished[r])
+        cols_b, cols_a = slice(batch.prompt_len, batch.prompt_len + n), slice(alone.prompt_len, alone.prompt_len + n)
+        assert torch.equal(batch.tokens[r, cols_b], alone.tokens[r, cols_a])
+        torch.testing.assert_close(batch.logprobs[r, cols_b], alone.logprobs[r, cols_a], atol=1e-5, rtol=0)
+
+
+def test_the_pad_token_is_never_counted_and_never_seen():
+    model, G, N = tiny(10), 2, 12
+    base = sample(model, PROMPTS, G, N, eos_id=7, generator=gen(6))
+    frequent = int(base.tokens[:, base.prompt_len:][base.mask[:, base.prompt_len:].bool()].mode().values)
+    s = sample(model, PROMPTS, G, N, eos_id=7, generator=gen(6), pad_id=frequent)  # pad with a real token
+    check_invariants(s, PROMPTS, G, N, eos_id=7, pad_id=frequent)
+    cols = torch.arange(s.tokens.shape[1])  # (L,)
+    assert torch.equal(s.mask.bool(), s.valid & (cols >= s.prompt_len))  # mask = generated, whatever the id
+    assert (s.tokens[s.mask.bool()] == frequent).any()  # generated copies of pad_id do count
+    assert torch.equal(s.tokens[s.valid], base.tokens[base.valid])  # the pad value changes nothing
+    assert torch.equal(s.logprobs, base.logprobs)
+
+
+# ------------------------------------------------------------------ the distribution itself
+
+def chi_square(counts, probs):
+    """Pearson's statistic and its degrees of freedom, bins with expected count < 5 merged into one."""
+    expected = probs * counts.sum()  # (V,)
+    small = expected < 5
+    obs = torch.cat([counts[~small], counts[small].sum()[None]]).double()
+    exp = torch.cat([expected[~small], expected[small].sum()[None]]).double()
+    keep = exp > 0
+    return float(((obs[keep] - exp[keep]) ** 2 / exp[keep]).sum()), int(keep.sum()) - 1
+
+
+@pytest.mark.parametrize("temperature,top_k,top_p", [
+    (1.0, None, None), (0.5, None, None), (2.0, None, None), (1.0, 5, None), (1.0, None, 0.7)])
+def test_first_token_frequencies_match_the_tempered_softmax(temperature, top_k, top_p):
+    model, prompt, n = tiny(11), [3, 1, 4], 20000
+    s = sample(model, [prompt], n, 1, temperature, top_k, top_p, generator=gen(8))  # n rows, one token each
+    counts = torch.bincount(s.tokens[:, -1], minlength=V)  # (V,)
+    logits = model(torch.tensor([prompt]))[0, -1]  # (V,)
+    probs = filter_logits(logits[None], temperature, top_k, top_p)[0].exp()  # (V,)
+    assert counts[probs == 0].sum() == 0  # nothing outside the kept set, ever
+    stat, dof = chi_square(counts, probs)
+    assert stat < dof + 6 * math.sqrt(2 * dof), (stat, dof)  # mean dof, sd sqrt(2 dof)
+    if temperature != 1.0:  # and the test can tell temperatures apart
+        stat, dof = chi_square(counts, logits.softmax(-1))
+        assert stat > dof + 20 * math.sqrt(2 * dof), (stat, dof)
+
+
+# ------------------------------------------------------------------ errors
+
+def test_errors_say_what_is_wrong():
+    model = tiny(12)
+    with pytest.raises(ValueError, match="at least one prompt"):
+        sample(model, [], 2, 4)
+    with pytest.raises(ValueError, match="empty"):
+        sample(model, [[1, 2], []], 2, 4)
+    with pytest.raises(ValueError, match="block_size"):
+        sample(model, [[1] * 60, [2]], 2, 5)  # 60 + 5 > 64
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        sample(model, [[1]], 2, 0)
+    with pytest.raises(ValueError, match="top_p"):
+        sample(model, [[1]], 2, 4, top_p=0.0)

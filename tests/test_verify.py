@@ -1,0 +1,421 @@
+"""The verifier is a security boundary: every case says what it must return, none may raise, all are fast, and
+nothing the model writes is ever executed. Run: python -m pytest tests/test_verify.py -q  (about a second)."""
+import ast
+import random
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+import verify
+from verify import FORMATTED, Grade, extract_answer, grade, reward
+
+
+def A(answer, think="ok"):
+    """A well-formed response around `answer`."""
+    return f"<think>{think}</think><answer>{answer}</answer>"
+
+
+# (response, truth, expected reason). correct iff reason == "ok"; formatted iff reason in FORMATTED.
+CASES = [
+    # --- equivalent forms of the right value
+    (A("132"), "132", "ok"),
+    (A("0132"), "132", "ok"),
+    (A("+132"), "132", "ok"),
+    (A("132.0"), "132", "ok"),
+    (A("132."), "132", "ok"),
+    (A("132.000"), "132", "ok"),
+    (A(" 132 "), "132", "ok"),
+    (A("\n132\n"), "132", "ok"),
+    (A("-38"), "-38", "ok"),
+    (A("-038"), "-38", "ok"),
+    (A("-38.0"), "-38", "ok"),
+    (A("7/2"), "7/2", "ok"),
+    (A("14/4"), "7/2", "ok"),
+    (A("7 / 2"), "7/2", "ok"),
+    (A("007/002"), "7/2", "ok"),
+    (A("3.5"), "7/2", "ok"),
+    (A("3.50"), "7/2", "ok"),
+    (A("\\frac{7}{2}"), "7/2", "ok"),
+    (A("\\dfrac{7}{2}"), "7/2", "ok"),
+    (A("\\frac{ 14 }{ 4 }"), "7/2", "ok"),
+    (A("-3/4"), "-3/4", "ok"),
+    (A("-6/8"), "-3/4", "ok"),
+    (A("-0.75"), "-3/4", "ok"),
+    (A("-.75"), "-3/4", "ok"),
+    (A("-\\frac{3}{4}"), "-3/4", "ok"),
+    (A("\\frac{-3}{4}"), "-3/4", "ok"),
+    (A(".5"), "1/2", "ok"),
+    (A("0"), "0", "ok"),
+    (A("-0"), "0", "ok"),
+    (A("+0.000"), "0", "ok"),
+    (A("0/5"), "0", "ok"),
+    (A("\\boxed{132}"), "132", "ok"),
+    (A("$132$"), "132", "ok"),
+    (A("x = 132"), "132", "ok"),
+    (A("x=132"), "132", "ok"),
+    (A("$\\boxed{x = -3/4}$"), "-3/4", "ok"),
+    (A("x = \\boxed{7/2}"), "7/2", "ok"),
+    (A("\\boxed{\\frac{7}{2}}"), "7/2", "ok"),
+    (A("$x = \\boxed{\\frac{-6}{8}}$"), "-3/4", "ok"),
+    ("  <think>ok</think>\n\n<answer>132</answer>\n", "132", "ok"),
+    ("<think></think><answer>132</answer>", "132", "ok"),
+    (A("132", think="7+5+0=12 r=2\n4+8+1=13 r=32\nr=132"), "132", "ok"),
+    (A("132", think="unicode is fine in here: \u0661\u0663\u0662 \uff11 \u2212 \u00e9"), "132", "ok"),
+    (A("132", think="the answer is 999, or maybe 132 or 131"), "132", "ok"),
+    # --- wrong values: formatted, no reward beyond the format bonus
+    (A("131"), "132", "wrong_value"),
+    (A("133"), "132", "wrong_value"),
+    (A("-132"), "132", "wrong_value"),
+    (A("1320"), "132", "wrong_value"),
+    (A("13.2"), "132", "wrong_value"),
+    (A("38"), "-38", "wrong_value"),
+    (A("7/3"), "7/2", "wrong_value"),
+    (A("2/7"), "7/2", "wrong_value"),
+    (A("3.4999999"), "7/2", "wrong_value"),
+    (A("0.333"), "1/3", "wrong_value"),
+    (A("\\frac{3}{4}"), "-3/4", "wrong_value"),
+    (A("1"), "0", "wrong_value"),
+    # --- format failures: right number, no reward
+    ("132", "132", "no_tags"),
+    ("The answer is 132.", "132", "no_tags"),
+    ("<answer>132</answer>", "132", "no_tags"),
+    ("<think>ok</think>132", "132", "no_tags"),
+    ("<think>ok</think><answer>132", "132", "no_tags"),  # truncated
+    ("<think>7+5+0=12 r=2", "132", "no_tags"),  # truncated mid-thought
+    ("<THINK>ok</THINK><ANSWER>132</ANSWER>", "132", "no_tags"),
+    ("<think >ok</think><answer>132</answer>", "132", "no_tags"),
+    ("\uff1cthink\uff1eok</think><answer>132</answer>", "132", "no_tags"),
+    (A("132") + "<answer>133</answer>", "132", "repeated_tags"),
+    ("<think>a</think><think>b</think><answer>132</answer>", "132", "repeated_tags"),
+    ("<think><think>a</think></think><answer>132</answer>", "132", "repeated_tags"),
+    ("<think>a</think><answer>132</think></answer>", "132", "repeated_tags"),
+    ("<think>a<answer>132</answer></think>", "132", "bad_order"),
+    ("<answer>132</answer><think>a</think>", "132", "bad_order"),
+    ("</think>a<think><answer>132</answer>", "132", "bad_order"),
+    ("<think>a</think></answer>132<answer>", "132", "bad_order"),
+    (A("132") + " because 12*11=132", "132", "text_outside"),
+    ("The answer is " + A("132"), "132", "text_outside"),
+    ("<think>a</think> so <answer>132</answer>", "132", "text_outside"),
+    ("<think>a</think>132<answer>132</answer>", "132", "text_outside"),
+    (A("132") + "<|endoftext|>", "132", "text_outside"),
+    (A("132", think="a<|endoftext|>b"), "132", "text_outside"),
+    (A("132") + "\u00a0", "132", "text_outside"),  # a non-ASCII space is not whitespace here
+    ("", "132", "empty"),
+    (" \n\t ", "132", "empty"),
+    (A(""), "132", "empty"),
+    (A("  \n "), "132", "empty"),
+    ("<think>132</think><answer></answer>", "132", "empty"),  # the answer inside the reasoning
+    # --- hedges
+    (A("5 or 6"), "5", "multiple_values"),
+    (A("5, 6"), "5", "multiple_values"),
+    (A("5,6"), "5", "multiple_values"),
+    (A("5; 6"), "5", "multiple_values"),
+    (A("5 and 6"), "5", "multiple_values"),
+    (A("5 | 6"), "5", "multiple_values"),
+    (A("5 \\pm 1"), "5", "multiple_values"),
+    (A("x = 6 = 5"), "5", "multiple_values"),
+    (A("x = 5 = 5"), "5", "multiple_values"),
+    (A("1/2 or 2/4"), "1/2", "multiple_values"),
+    (A("1,000"), "1000", "multiple_values"),
+    (A("\\boxed{5} \\boxed{6}"), "5", "unparseable"),
+    (A("5 6"), "5", "unparseable"),
+    (A("5\n6"), "5", "unparseable"),
+    # --- expressions, words and odd notations: rejected, not evaluated
+    (A("37*41"), "1517", "unparseable"),
+    (A("2+3"), "5", "unparseable"),
+    (A("10-5"), "5", "unparseable"),
+    (A("(5)"), "5", "unparseable"),
+    (A("5%"), "5", "unparseable"),
+    (A("5 apples"), "5", "unparseable"),
+    (A("five"), "5", "unparseable"),
+    (A("nan"), "5", "unparseable"),
+    (A("inf"), "5", "unparseable"),
+    (A("-oo"), "5", "unparseable"),
+    (A("zoo"), "5", "unparseable"),
+    (A("I"), "5", "unparseable"),
+    (A("1e2"), "100", "unparseable"),
+    (A("1E2"), "100", "unparseable"),
+    (A("10^2"), "100", "unparseable"),
+    (A("10**2"), "100", "unparseable"),
+    (A("1_000"), "1000", "unparseable"),
+    (A("0x64"), "100", "unparseable"),
+    (A("5/0"), "5", "unparseable"),
+    (A("0/0"), "0", "unparseable"),
+    (A("\\frac{5}{0}"), "5", "unparseable"),
+    (A("--5"), "5", "unparseable"),
+    (A("+-5"), "-5", "unparseable"),
+    (A("- 5"), "-5", "unparseable"),
+    (A("7/-2"), "-7/2", "unparseable"),
+    (A("-\\frac{-3}{4}"), "3/4", "unparseable"),
+    (A("1.5/3"), "1/2", "unparseable"),
+    (A("\\frac{1.5}{3}"), "1/2", "unparseable"),
+    (A("5.0.0"), "5", "unparseable"),
+    (A("."), "0", "unparseable"),
+    (A("+"), "0", "unparseable"),
+    (A("x = "), "0", "unparseable"),
+    (A("y = 5"), "5", "unparseable"),
+    (A("\\boxed{5"), "5", "unparseable"),
+    (A("\\boxed{\\boxed{5}}"), "5", "unparseable"),
+    (A("$$5$$"), "5", "unparseable"),
+    (A("x = x = 5"), "5", "unparseable"),  # one number: not a hedge, just not a literal
+    # --- hostile payloads
+    (A("__import__('os').system('echo pwned')"), "5", "unparseable"),
+    (A("exec('import os')"), "5", "unparseable"),
+    (A("lambda: 5"), "5", "unparseable"),
+    (A("5 if True else 6"), "5", "unparseable"),
+    (A("int('5')"), "5", "unparseable"),
+    (A("'5'"), "5", "unparseable"),
+    (A("[5][0]"), "5", "unparseable"),
+    (A("<script>alert(5)</script>"), "5", "unparseable"),
+    (A("9**9**9**9"), "5", "unparseable"),
+    (A("2**2**2**2**2**2"), "5", "unparseable"),
+    (A("10^10^10^10"), "5", "unparseable"),
+    (A("9" * 41), "5", "too_long"),  # digit cap
+    (A("1." + "0" * 40), "1", "too_long"),
+    (A("\\frac{" + "1" * 30 + "}{" + "1" * 30 + "}"), "1", "too_long"),
+    (A("9" * 40), "9" * 40, "ok"),  # exactly at the digit cap
+    (A("1" * 200), "5", "too_long"),  # answer cap
+    (A("9" * 10_000), "5", "too_long"),  # response cap
+    (A("(" * 40 + "5" + ")" * 40), "5", "unparseable"),
+    (A("(" * 1000 + "5" + ")" * 1000), "5", "too_long"),
+    (A("\\boxed{" * 10 + "5" + "}" * 10), "5", "unparseable"),
+    (A("[" * 45 + "]" * 45), "5", "unparseable"),
+    (A("\u0665"), "5", "bad_chars"),  # Arabic-Indic five
+    (A("\u06f5"), "5", "bad_chars"),  # Extended Arabic-Indic five
+    (A("\uff15"), "5", "bad_chars"),  # fullwidth five
+    (A("\U0001d7d3"), "5", "bad_chars"),  # mathematical bold five
+    (A("\u0967\u0968"), "12", "bad_chars"),  # Devanagari
+    (A("\u22125"), "-5", "bad_chars"),  # unicode minus
+    (A("5\u200b"), "5", "bad_chars"),  # zero-width space
+    (A("\u00bd"), "1/2", "bad_chars"),  # vulgar fraction
+    (A("5\x00"), "5", "bad_chars"),
+    (A("5", think="\x00"), "5", "bad_chars"),
+    (A("5\x1b[2J"), "5", "bad_chars"),
+    (A("5\x0b"), "5", "bad_chars"),
+    ("\x00" * 100, "5", "bad_chars"),
+    ("x" * 1_000_000, "5", "too_long"),
+    (A("5") + " " * 1_000_000, "5", "too_long"),
+    (A("5", think="a" * 1_000_000), "5", "too_long"),
+    ("<think>" * 150_000, "5", "too_long"),
+    ("<think>" * 500, "5", "no_tags"),
+    ("<think>" * 500 + "</think>" + "<answer>5</answer>", "5", "repeated_tags"),
+    ("</answer>" * 400 + A("5"), "5", "repeated_tags"),
+    (A("5", think="x" * (verify.MAX_RESPONSE_CHARS - len(A("5", think="")))), "5", "ok"),  # exactly at the cap
+    (A("5", think="x" * (verify.MAX_RESPONSE_CHARS - len(A("5", think="")) + 1)), "5", "too_long"),
+]
+IDS = [f"{i}-{reason}" for i, (_, _, reason) in enumerate(CASES)]
+
+
+def test_enough_cases():
+    assert len(CASES) >= 80
+    assert {reason for _, _, reason in CASES} >= {"ok", "wrong_value", "too_long", "empty", "bad_chars", "no_tags",
+                                                  "repeated_tags", "bad_order", "text_outside", "multiple_values",
+                                                  "unparseable"}
+
+
+@pytest.mark.parametrize("response, truth, reason", CASES, ids=IDS)
+def test_case(response, truth, reason):
+    g = grade(response, truth)
+    assert isinstance(g, Grade)
+    assert (g.reason, g.correct, g.formatted) == (reason, reason == "ok", reason in FORMATTED), repr(response[:80])
+    assert reward(response, truth) == float(g.correct)
+
+
+def test_every_case_is_fast():
+    # the minimum of 3 runs filters scheduler noise; a real blow-up (backtracking, huge ints) is slow every time
+    times = []
+    for response, truth, _ in CASES:
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            grade(response, truth)
+            best = min(best, time.perf_counter() - t0)
+        times.append(best)
+    slowest = max(times)
+    print(f"slowest of {len(CASES)} cases: {slowest * 1e6:.1f} us")
+    assert slowest < 0.010
+
+
+def test_reward_and_format_bonus():
+    assert reward(A("132"), "132") == 1.0
+    assert reward(A("132"), "132", format_bonus=0.1) == pytest.approx(1.1)
+    assert reward(A("131"), "132", format_bonus=0.1) == pytest.approx(0.1)  # formatted but wrong
+    assert reward(A("131"), "132") == 0.0
+    assert reward("132", "132", format_bonus=0.1) == 0.0  # right number, no tags
+    assert reward(A("lol"), "132", format_bonus=0.1) == 0.0  # tags around junk earn nothing
+    assert reward(A("131 or 132"), "132", format_bonus=0.1) == 0.0
+
+
+def test_extract_answer():
+    assert extract_answer(A(" x = 7/2 ")) == " x = 7/2 "
+    assert extract_answer(A("")) == ""
+    assert extract_answer("7/2") is None
+    assert extract_answer(A("7/2") + " and more") is None
+    assert grade(A(" 7/2 "), "7/2").answer == " 7/2 "
+    assert grade("7/2", "7/2").answer is None
+
+
+@pytest.mark.parametrize("truth", ["", " 5", "5 ", "+5", "1.5", "7/0", "-7/-2", "7/-2", "1e5", "abc", "\u0665",
+                                   "\uff15", "5\x00", None, 5, Fraction(1, 2)])
+def test_bad_truth_raises(truth):
+    with pytest.raises(ValueError):
+        grade(A("5"), truth)
+    with pytest.raises(ValueError):
+        grade("9" * 1_000_000, truth)  # the truth is checked whatever the response
+
+
+def test_response_must_be_text():
+    with pytest.raises(TypeError):
+        grade([52, 256], "5")  # token ids, not decoded text: a bug in the caller
+
+
+def test_hostile_payload_does_not_execute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    target = tmp_path / "pwned"
+    payloads = [
+        "open('pwned','w').write('1')",
+        "__import__('os').system('touch pwned')",
+        f"__import__('pathlib').Path({str(target)!r}).touch()",
+        "exec(\"open('pwned','w')\")",
+        "(lambda: open('pwned', 'w'))()",
+    ]
+    for payload in payloads:
+        for response in (A(payload), payload, A(f"\\boxed{{{payload}}}"), A(f"x = {payload}"), A(f"${payload}$")):
+            g = grade(response, "5")
+            assert not g.correct and g.reason in ("unparseable", "no_tags", "too_long"), (response, g)
+            assert reward(response, "5", format_bonus=0.1) == 0.0
+            extract_answer(response)
+        assert grade(A("5", think=payload), "5").correct  # code in the reasoning is just text
+    assert not target.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_eval_in_verifier():
+    """Read verify.py itself: no eval-like call on anything, and only stdlib imports (no torch, no sympy)."""
+    tree = ast.parse(Path(verify.__file__).read_text())
+    banned_names = {"eval", "exec", "compile", "__import__", "getattr"}
+    banned_attrs = {"sympify", "parse_expr", "literal_eval", "parse_latex", "system", "popen"}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            f = node.func
+            assert not (isinstance(f, ast.Name) and f.id in banned_names), ast.dump(f)
+            assert not (isinstance(f, ast.Attribute) and f.attr in banned_attrs), ast.dump(f)
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
+            assert set(modules) <= {"re", "time", "dataclasses", "fractions"}, modules
+
+
+# --- property tests: a seeded fuzzer, no new dependency
+
+ATOMS = ["<think>", "</think>", "<answer>", "</answer>", "<|endoftext|>", "<", ">", "/", "think", "answer",
+         "0", "1", "5", "7", "9", "12", "-", "+", ".", " ", "\n", "\t", "=", "x", "x = ", ",", " or ", "*", "**",
+         "(", ")", "{", "}", "$", "\\boxed{", "\\frac{", "\\dfrac{", "}{", "\\pm", "e", "E", "_", "%", "nan",
+         "\x00", "\x1b", "\u0665", "\uff15", "\u2212", "\u00a0", "\u200b", "\U0001d7d3", "\ufffd", "é", "'", '"']
+
+
+def random_text(rng, max_atoms=30):
+    return "".join(rng.choice(ATOMS) for _ in range(rng.randrange(max_atoms)))
+
+
+def test_fuzz_random_strings_never_raise():
+    rng = random.Random(0)
+    seen = set()
+    for i in range(4000):
+        truth = rng.choice(["0", "5", "-38", "7/2", "-3/4", "132"])
+        # a third fully random, a third random answers in correct tags, a third random around real tags
+        kind = i % 3
+        response = (random_text(rng) if kind == 0 else A(random_text(rng, 12)) if kind == 1 else
+                    random_text(rng, 4) + A(random_text(rng, 6), random_text(rng, 6)) + random_text(rng, 4))
+        g = grade(response, truth)
+        seen.add(g.reason)
+        assert g.formatted == (g.reason in FORMATTED) and g.correct == (g.reason == "ok")
+        assert reward(response, truth, format_bonus=0.25) in (0.0, 0.25, 1.25)
+        payload = extract_answer(response)
+        assert (payload is None) == (g.answer is None)
+    assert {"wrong_value", "unparseable", "no_tags", "bad_chars"} <= seen  # the fuzzer reaches every stage
+
+
+def decimal(q):
+    """q as a terminating decimal without sign, or None: 7/8 -> '0.875'."""
+    for k in range(12):
+        if 10 ** k % q.denominator == 0:
+            digits = str(abs(q.numerator) * 10 ** k // q.denominator).rjust(k + 1, "0")
+            return digits[: len(digits) - k] + ("." + digits[len(digits) - k:] if k else "")
+    return None
+
+
+def notations(q, rng):
+    """Every accepted way of writing q, before wrappers, with random leading zeros, signs and scale factors."""
+    a, d = abs(q.numerator), q.denominator
+    minus = "-" if q < 0 else ""
+    sign = minus or rng.choice(["", "+"])
+    z = "0" * rng.randrange(3)
+    m = rng.randint(2, 9)
+    out = [f"{sign}{a}/{d}", f"{sign}{z}{a * m}/{z}{d * m}", f"{sign}{a} / {d}", f"{sign}\\frac{{{a}}}{{{d}}}",
+           f"\\frac{{{minus}{a * m}}}{{{d * m}}}", f"{sign}\\dfrac{{ {a} }}{{ {d} }}"]
+    if d == 1:
+        out += [f"{sign}{a}", f"{sign}{a}."]
+    if (dec := decimal(q)) is not None:
+        out += [f"{sign}{z}{dec}", f"{sign}{dec}{'' if '.' in dec else '.'}{'0' * rng.randint(1, 3)}"]
+        if dec.startswith("0."):
+            out.append(f"{sign}{dec[1:]}")
+    return out
+
+
+def wrapped(core, rng):
+    """core in a random subset of \\boxed{}, $$ and `x = `, in random order, in tags with random spaces."""
+    ws = lambda: rng.choice(["", " ", "\n", " \n\t "])
+    for kind in rng.sample(["boxed", "dollar", "x"], rng.randint(0, 3)):
+        if kind == "boxed":
+            core = f"\\boxed{{{core}}}"
+        elif kind == "dollar":
+            core = f"${core}$"
+        else:
+            core = f"x{rng.choice(['', ' '])}={rng.choice(['', ' '])}{core}"
+    think = rng.choice(["", "work", "x=1/2 or 3"])
+    return f"{ws()}<think>{think}</think>{ws()}<answer>{ws()}{core}{ws()}</answer>{ws()}"
+
+
+def random_rational(rng):
+    den = rng.choice([1, 1, 2, 4, 5, 8, 10, 16, 20, 25, 40, 125, 1000, rng.randint(1, 1000)])
+    return Fraction(rng.randint(-10 ** 6, 10 ** 6), den)
+
+
+def test_fuzz_every_notation_is_correct_and_perturbations_are_not():
+    rng = random.Random(1)
+    checked = 0
+    for _ in range(1500):
+        q = random_rational(rng)
+        truth = str(q)  # Fraction's str is exactly our reduced form: "7", "-7/2"
+        for core in notations(q, rng):
+            response = wrapped(core, rng)
+            g = grade(response, truth)
+            assert g.correct, (response, truth, g)
+            checked += 1
+        wrong = q + rng.choice([1, -1]) * Fraction(1, rng.choice([1, q.denominator, 2 * q.denominator, 7]))
+        for core in notations(wrong, rng):
+            response = wrapped(core, rng)
+            g = grade(response, truth)
+            assert not g.correct and g.reason == "wrong_value", (response, truth, g)
+    assert checked > 10_000
+
+
+def test_task_answers_graded_correct():
+    from data.tasks import generate_problems
+    problems = []
+    for split in ("train", "test"):
+        for digits in (1, 2, 3):
+            problems += generate_problems(300, seed=digits, split=split, digits=digits)
+    assert {p.family for p in problems} == {"add", "sub", "mul", "lin"}
+    for p in problems:
+        g = grade(f"<think>{p.solution}</think><answer>{p.answer}</answer>", p.answer)
+        assert g.correct, (p, g)
+        q = Fraction(p.answer)  # our own string, so Fraction may read it
+        num, den = q.numerator, q.denominator
+        for wrong in (f"{num + 1}/{den}", f"{num - 1}/{den}", str(q + 1), f"{num}/{den + 1}", f"{-num}/{den}"):
+            if Fraction(wrong) == q:  # -0 is 0
+                continue
+            g = grade(f"<think>{p.solution}</think><answer>{wrong}</answer>", p.answer)
+            assert not g.correct and g.reason == "wrong_value", (p, wrong, g)
