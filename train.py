@@ -23,7 +23,12 @@ from model import GPT, GPTConfig
 from sample import sample
 from data.tokenizer import get_tokenizer, encode, decode, EOS, PAD, VOCAB_SIZE
 from data.tasks import FAMILIES, generate_problems, demonstration
-from verify import grade
+from verify import grade, reward
+from advantage import group_advantages, length_rewards, group_stats
+from grpo import token_logprobs, grpo_loss, masked_mean, LOSS_AGGS
+
+T_START = time.time()
+ADVANTAGES = ("grpo", "drgrpo", "rloo", "none")
 
 
 def knob(default, help):
@@ -120,7 +125,7 @@ def parse_config(argv):
             else:
                 overrides[key] = kind(value)
         except ValueError:
-            sys.exit(f"error: --{key} takes a {kind.__name__}, got {value!r}")
+            sys.exit(f"error: --{key} must be of type {kind.__name__}, got {value!r}")
     return overrides
 
 
@@ -149,6 +154,106 @@ def pick_device(name):
     return torch.device("cpu"), "no GPU found"
 
 
+def pretrain_batch(problems, rng, enc, think_prob, error_prob):
+    """The teacher's demonstrations of `problems` as next-token pairs x, y (B, T). Cross-entropy is taken on the
+    response and its EOS only: y is -1 on the prompt and the padding."""
+    pad_id = enc.encode_single_token(PAD)
+    rows = []
+    for p in problems:
+        prompt = encode(enc, p.prompt)
+        rows.append((prompt + encode(enc, demonstration(p, rng, think_prob, error_prob)[0] + EOS), len(prompt)))
+    T = max(len(ids) for ids, _ in rows) - 1
+    x = torch.full((len(rows), T), pad_id, dtype=torch.long)  # (B, T)
+    y = torch.full((len(rows), T), -1, dtype=torch.long)  # (B, T)
+    for i, (ids, n_prompt) in enumerate(rows):
+        x[i, :len(ids) - 1] = torch.tensor(ids[:-1])
+        y[i, n_prompt - 1:len(ids) - 1] = torch.tensor(ids[n_prompt:])
+    return x, y
+
+
+def check_config(cfg, longest_prompt):
+    """Refuse invalid combinations before any work, naming the fields."""
+    errors = []
+    if cfg.advantage not in ADVANTAGES:
+        errors.append(f"--advantage={cfg.advantage!r} is not one of {ADVANTAGES}")
+    if cfg.advantage in ("grpo", "drgrpo", "rloo") and cfg.group_size < 2:
+        errors.append(f"--advantage={cfg.advantage} compares completions within a group: --group_size must be "
+                      f">= 2, got {cfg.group_size}")
+    if cfg.kl_kind not in ("k1", "k2", "k3"):
+        errors.append(f"--kl_kind={cfg.kl_kind!r} is not one of k1, k2, k3")
+    if cfg.loss_agg not in LOSS_AGGS:
+        errors.append(f"--loss_agg={cfg.loss_agg!r} is not one of {LOSS_AGGS}")
+    if cfg.prompts_per_step * cfg.group_size % cfg.micro_batch:
+        errors.append(f"--micro_batch={cfg.micro_batch} does not divide the batch --prompts_per_step x "
+                      f"--group_size = {cfg.prompts_per_step * cfg.group_size}")
+    if longest_prompt + cfg.max_new_tokens > cfg.block_size:
+        errors.append(f"the longest prompt ({longest_prompt} tokens) + --max_new_tokens={cfg.max_new_tokens} "
+                      f"exceeds --block_size={cfg.block_size}")
+    for name in ("updates_per_batch", "prompts_per_step", "group_size", "micro_batch", "batch_size"):
+        if getattr(cfg, name) < 1:
+            errors.append(f"--{name} must be >= 1")
+    if errors:
+        sys.exit("error: " + "\nerror: ".join(errors))
+
+
+def thinks(text):
+    """Does a response show its work (a non-empty think block)?"""
+    return text.startswith("<think>") and text.split("</think>")[0][len("<think>"):].strip() != ""
+
+
+def pass_at_k(n, c, k):
+    """Unbiased pass@k from n samples of which c are correct: 1 - C(n-c, k) / C(n, k)."""
+    return 1.0 if n - c < k else 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def grpo_update(model, optimizer, s, advantages, cfg, autocast, ref_model=None):
+    """cfg.updates_per_batch AdamW steps on one sampled batch s (sample.Samples) with advantages (B,).
+    Micro-batches accumulate exactly the full-batch gradient (grpo_loss gets the full batch's row and token
+    counts). The sampler's log-probs are pi_old. Returns (diagnostics of the first pass, last grad norm), or
+    (None, grad norm) when a loss or gradient is not finite: that update is skipped, the weights untouched."""
+    x, targets, pos, keys = s.tokens[:, :-1], s.tokens[:, 1:], s.positions()[:, :-1], s.valid[:, :-1]  # (B, T)
+    mask, old_logprobs = s.mask[:, 1:], s.logprobs[:, 1:]  # (B, T)
+    B, n_tokens = mask.size(0), mask.sum()
+    micro = [slice(i, i + cfg.micro_batch) for i in range(0, B, cfg.micro_batch)]
+    weight = model.lm_head.weight
+    ref_logprobs = None
+    if ref_model is not None:
+        with torch.no_grad(), autocast:
+            ref_logprobs = torch.cat([token_logprobs(ref_model(x[m], pos=pos[m], mask=keys[m], return_hidden=True),
+                                                     ref_model.lm_head.weight, targets[m], cfg.temperature)
+                                      for m in micro])  # (B, T)
+    agg = dict(loss=0.0, clip_frac=0.0, kl=0.0, ratio_max=0.0, entropy=0.0, lp_diff=0.0)
+    for epoch in range(cfg.updates_per_batch):
+        optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for m in micro:
+            with autocast:
+                hidden = model(x[m], pos=pos[m], mask=keys[m], return_hidden=True)  # (b, T, C)
+                logprobs, entropy = token_logprobs(hidden, weight, targets[m], cfg.temperature,
+                                                   return_entropy=True)  # (b, T) each
+            loss, st = grpo_loss(logprobs, old_logprobs[m], advantages[m], mask[m],
+                                 None if ref_logprobs is None else ref_logprobs[m], clip_eps=cfg.clip_eps,
+                                 clip_eps_high=cfg.clip_eps_high or None, kl_coef=cfg.kl_coef, kl_kind=cfg.kl_kind,
+                                 loss_agg=cfg.loss_agg, max_len=cfg.max_new_tokens, num_rows=B, num_tokens=n_tokens)
+            loss.backward()
+            total += loss.item()
+            if epoch == 0:  # on-policy diagnostics, token-weighted over the micro-batches
+                w = (mask[m].sum() / n_tokens).item()
+                agg["clip_frac"] += w * float(st["clip_frac"])
+                agg["kl"] += w * float(st["kl"])
+                agg["ratio_max"] = max(agg["ratio_max"], float(st["ratio_max"]))
+                agg["entropy"] += w * float(masked_mean(entropy, mask[m]))
+                diff = (logprobs.detach() - old_logprobs[m]).abs() * mask[m]  # (b, T)
+                agg["lp_diff"] = max(agg["lp_diff"], float(diff.max()))
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf")))
+        if not (math.isfinite(grad_norm) and math.isfinite(total)):
+            optimizer.zero_grad(set_to_none=True)
+            return None, grad_norm
+        agg["loss"] = total if epoch == 0 else agg["loss"]
+        optimizer.step()
+    return agg, grad_norm
+
+
 def save_checkpoint(path, **state):
     """Atomic: write a temp file then rename, so a crash mid-save never destroys the previous checkpoint."""
     tmp = path + ".tmp"
@@ -161,6 +266,14 @@ if __name__ == "__main__":
     overrides = parse_config(sys.argv[1:])
     device, why = pick_device(overrides.get("device", "auto"))
     cfg = make_config(overrides, device.type)
+    enc = get_tokenizer()
+    eos_id, pad_id = enc.encode_single_token(EOS), enc.encode_single_token(PAD)
+    families = tuple(cfg.families.split(","))
+    eval_set = generate_problems(cfg.eval_problems, seed=cfg.seed + 1, split="test", families=families,
+                                 digits=cfg.digits)
+    pool = generate_problems(cfg.rl_pool, seed=cfg.seed + 2, families=families, digits=cfg.digits)  # RL prompts
+    pool_ids = [encode(enc, p.prompt) for p in pool]
+    check_config(cfg, max(len(encode(enc, p.prompt)) for p in eval_set + pool))
     use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     dtype_why = "bf16 autocast (the GPU supports it)" if use_bf16 else f"fp32 (no bf16 autocast on {device.type})"
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
@@ -169,14 +282,14 @@ if __name__ == "__main__":
     ckpt_path = os.path.join(cfg.out_dir, "ckpt.pt")
     torch.manual_seed(cfg.seed)
     data_rng = random.Random(cfg.seed)
+    sample_gen = torch.Generator().manual_seed(cfg.seed + 3)
+    # The imitation ceiling: how often the teacher itself is right (measured, not assumed).
+    corpus_rng = random.Random(cfg.seed + 4)
+    corpus_acc = sum(demonstration(p, corpus_rng, cfg.think_prob, cfg.error_prob)[1] for p in pool) / len(pool)
+    print(f"pretraining corpus: {cfg.families} with {cfg.digits} digits, think_prob {cfg.think_prob}, error_prob "
+          f"{cfg.error_prob}: the teacher is right on {corpus_acc:.1%} of problems (the imitation ceiling)")
 
-    enc = get_tokenizer()
-    eos_id, pad_id = enc.encode_single_token(EOS), enc.encode_single_token(PAD)
-    families = tuple(cfg.families.split(","))
-    eval_set = generate_problems(cfg.eval_problems, seed=cfg.seed + 1, split="test", families=families,
-                                 digits=cfg.digits)
-
-    step, stage, resume = 0, "pretrain", None
+    step, rl_step, stage, resume = 0, 0, "pretrain", None
     if cfg.init_from == "scratch":
         model = GPT(GPTConfig(vocab_size=VOCAB_SIZE, block_size=cfg.block_size, n_layer=cfg.n_layer,
                               n_head=cfg.n_head, n_embd=cfg.n_embd))
@@ -187,169 +300,233 @@ if __name__ == "__main__":
         resume = torch.load(path, map_location="cpu", weights_only=False)
         model = GPT(GPTConfig(**resume["model_config"]))
         model.load_state_dict(resume["model"])
-        step, stage = resume["step"], resume["stage"]
-        print(f"loaded {path}: stage {stage}, step {step}")
+        step, rl_step = resume["step"], resume.get("rl_step", 0)
+        # resume continues the run where it stopped; a checkpoint from another run starts a new RL stage from it
+        stage = resume["stage"] if cfg.init_from == "resume" else "rl"
+        print(f"loaded {path}: stage {resume['stage']}, pretrain step {step}, RL step {rl_step}")
     model.to(device)
-    print(f"model: {model.num_params() / 1e6:.2f}M parameters, {cfg.n_layer} layers, {cfg.n_embd} channels")
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [dict(params=[p for p in params if p.dim() >= 2], weight_decay=cfg.weight_decay),
+              dict(params=[p for p in params if p.dim() < 2], weight_decay=0.0)]
+    print(f"model: {model.num_params() / 1e6:.2f}M parameters, {model.config.n_layer} layers, "
+          f"{model.config.n_embd} channels")
     metrics_file = open(os.path.join(cfg.out_dir, "metrics.jsonl"), "a")
 
     def log(record):
         metrics_file.write(json.dumps(record) + "\n")
         metrics_file.flush()
 
-    def evaluate(problems):
-        """Greedy accuracy per family, share of responses that think, mean response length (tokens)."""
+    def completions(s):
+        """Decoded responses of a Samples batch, without the EOS the verifier must not see."""
+        rows = s.tokens[:, s.prompt_len:].tolist()
+        return [decode(enc, row[:n - fin]) for row, n, fin in zip(rows, s.lengths.tolist(), s.finished.tolist())]
+
+    def evaluate(problems, passk_problems=0):
+        """Greedy accuracy per family, think share and response length; pass@1 / pass@G from G samples."""
         model.eval()
-        correct, thinks, lengths = {f: [] for f in families}, [], []
+        correct, think, lengths = {f: [] for f in families}, [], []
         for i in range(0, len(problems), 256):
             chunk = problems[i:i + 256]
             s = sample(model, [encode(enc, p.prompt) for p in chunk], 1, cfg.max_new_tokens, temperature=0,
                        eos_id=eos_id, pad_id=pad_id)
-            for p, row, n, fin in zip(chunk, s.tokens[:, s.prompt_len:].tolist(), s.lengths.tolist(),
-                                      s.finished.tolist()):
-                text = decode(enc, row[:n - 1] if fin else row[:n])
+            for p, text, n, fin in zip(chunk, completions(s), s.lengths.tolist(), s.finished.tolist()):
                 correct[p.family].append(fin and grade(text, p.answer).correct)
-                thinks.append(text.startswith("<think>") and not text.startswith("<think></think>"))
+                think.append(thinks(text))
                 lengths.append(n)
+        out = dict(acc=sum(map(sum, correct.values())) / len(problems),
+                   **{f"acc_{f}": sum(v) / max(len(v), 1) for f, v in correct.items()},
+                   think_share=sum(think) / len(think), response_len=sum(lengths) / len(lengths))
+        if passk_problems:
+            chunk = problems[:passk_problems]
+            s = sample(model, [encode(enc, p.prompt) for p in chunk], G, cfg.max_new_tokens,
+                       temperature=cfg.temperature, eos_id=eos_id, pad_id=pad_id,
+                       generator=torch.Generator().manual_seed(cfg.seed + 5))
+            ok = [fin and grade(t, chunk[r // G].answer).correct for r, (t, fin) in
+                  enumerate(zip(completions(s), s.finished.tolist()))]
+            c = [sum(ok[i * G:(i + 1) * G]) for i in range(len(chunk))]
+            out.update({f"pass@{k}": sum(pass_at_k(G, ci, k) for ci in c) / len(c) for k in (1, G)})
         model.train()
-        acc = {f: sum(v) / max(len(v), 1) for f, v in correct.items()}
-        return dict(acc=sum(map(sum, correct.values())) / len(problems), **{f"acc_{f}": a for f, a in acc.items()},
-                    think_share=sum(thinks) / len(thinks), response_len=sum(lengths) / len(lengths))
+        return out
+
+    def show_eval(name, ev):
+        print(f"{name}: greedy acc {ev['acc']:.3f} (" + " ".join(f"{f} {ev['acc_' + f]:.3f}" for f in families) +
+              f") | think share {ev['think_share']:.2f} | response length {ev['response_len']:.1f}" +
+              "".join(f" | {k} {v:.3f}" for k, v in ev.items() if k.startswith("pass@")))
 
     # -------------------------------------------------------------------------------------------- pretrain
-    # Imitate the teacher: next-token cross-entropy on the response tokens (and EOS), never on the prompt.
-    def pretrain_batch():
-        rows = []
-        for p in generate_problems(cfg.batch_size, seed=data_rng.getrandbits(64), families=families,
-                                   digits=cfg.digits):
-            prompt, resp = encode(enc, p.prompt), encode(enc, demonstration(p, data_rng, cfg.think_prob,
-                                                                            cfg.error_prob)[0] + EOS)
-            rows.append((prompt + resp, len(prompt)))
-        T = max(len(ids) for ids, _ in rows) - 1
-        x = torch.full((len(rows), T), pad_id, dtype=torch.long)  # (B, T)
-        y = torch.full((len(rows), T), -1, dtype=torch.long)  # (B, T), -1: no loss here
-        for i, (ids, n_prompt) in enumerate(rows):
-            x[i, :len(ids) - 1] = torch.tensor(ids[:-1])
-            y[i, n_prompt - 1:len(ids) - 1] = torch.tensor(ids[n_prompt:])
-        return x.to(device), y.to(device)
-
     def lr_at(it):
         if it < cfg.warmup_steps:
             return cfg.lr * (it + 1) / cfg.warmup_steps
         frac = min(1.0, (it - cfg.warmup_steps) / max(1, cfg.pretrain_steps - cfg.warmup_steps))
         return cfg.lr / 10 + 0.5 * (cfg.lr - cfg.lr / 10) * (1 + math.cos(math.pi * frac))
 
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    groups = [dict(params=decay, weight_decay=cfg.weight_decay), dict(params=no_decay, weight_decay=0.0)]
-    if stage == "pretrain":
-        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99))
-        if resume and "optimizer" in resume:
-            optimizer.load_state_dict(resume["optimizer"])
-            torch.set_rng_state(resume["torch_rng"])
-            data_rng.setstate(resume["data_rng"])
-        t0 = time.time()
-        while step < cfg.pretrain_steps:
-            for g in optimizer.param_groups:
-                g["lr"] = lr_at(step)
-            x, y = pretrain_batch()
-            with autocast:
-                logits = model(x)  # (B, T, V)
-            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1), ignore_index=-1)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            step += 1
-            if step % 50 == 0 or step == 1:
-                print(f"pretrain step {step:5d} | loss {loss.item():.4f} | lr {lr_at(step):.2e} | "
-                      f"{time.time() - t0:.0f}s")
-                log(dict(stage="pretrain", step=step, loss=loss.item(), time=time.time() - t0))
-            if step % cfg.eval_interval == 0 or step == cfg.pretrain_steps:
-                ev = evaluate(eval_set)
-                print(f"eval @ {step}: acc {ev['acc']:.3f} | " +
-                      " ".join(f"{f} {ev['acc_' + f]:.3f}" for f in families) +
-                      f" | think share {ev['think_share']:.2f} | response length {ev['response_len']:.1f}")
-                log(dict(stage="pretrain_eval", step=step, **ev))
-                save_checkpoint(ckpt_path, model=model.state_dict(), model_config=dataclasses.asdict(model.config),
-                                config=dataclasses.asdict(cfg), step=step, stage="pretrain",
-                                optimizer=optimizer.state_dict(), torch_rng=torch.get_rng_state(),
-                                data_rng=data_rng.getstate())
-        pretrain_s = time.time() - t0
-        pretrain_eval = ev
-    else:
-        pretrain_s, pretrain_eval = resume.get("pretrain_s", 0.0), resume["pretrain_eval"]
-
-    # -------------------------------------------------------------------------------------------- RL
-    # Per step: sample G completions for P prompts -> grade them -> advantages -> clipped loss -> AdamW step.
     P, G = cfg.prompts_per_step, cfg.group_size
-    pool = generate_problems(cfg.rl_pool, seed=cfg.seed + 2, families=families, digits=cfg.digits)
-    pool_ids = [encode(enc, p.prompt) for p in pool]
-    success = torch.full((len(pool),), 0.5)  # running success rate per pool problem (the curriculum's estimate)
-    sample_gen = torch.Generator(device="cpu").manual_seed(cfg.seed + 3)
-    ref_model = None
-    if cfg.kl_coef > 0:  # the frozen reference is the policy RL starts from
-        ref_model = GPT(model.config).to(device).eval().requires_grad_(False)
-        ref_model.load_state_dict(resume["ref_model"] if stage == "rl" else model.state_dict())
-    optimizer = torch.optim.AdamW(groups, lr=cfg.rl_lr, betas=(0.9, 0.99))
-    rl_step, bad_steps, skipped = 0, 0, 0
-    if stage == "rl":
-        optimizer.load_state_dict(resume["optimizer"])
-        rl_step, skipped = resume["rl_step"], resume["skipped"]
-        success, data_rng_state, gen_state = resume["success"], resume["data_rng"], resume["sample_gen"]
-        data_rng.setstate(data_rng_state)
-        sample_gen.set_state(gen_state)
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99))
+    pretrain_eval, pretrain_s, ref_model, skipped = None, 0.0, None, 0
+    success = torch.full((len(pool),), 0.5)  # running success rate of each RL prompt (the curriculum's estimate)
 
-    def rl_checkpoint():
+    def checkpoint():
+        """Everything a resumed run needs to continue exactly as if it had never stopped."""
         save_checkpoint(ckpt_path, model=model.state_dict(), model_config=dataclasses.asdict(model.config),
-                        config=dataclasses.asdict(cfg), step=step, stage="rl", rl_step=rl_step, skipped=skipped,
+                        config=dataclasses.asdict(cfg), stage=stage, step=step, rl_step=rl_step,
                         optimizer=optimizer.state_dict(), data_rng=data_rng.getstate(),
-                        sample_gen=sample_gen.get_state(), success=success, pretrain_eval=pretrain_eval,
-                        pretrain_s=pretrain_s, ref_model=ref_model.state_dict() if ref_model else None)
+                        torch_rng=torch.get_rng_state(), sample_gen=sample_gen.get_state(), success=success,
+                        skipped=skipped, pretrain_eval=pretrain_eval, pretrain_s=pretrain_s,
+                        ref_model=ref_model.state_dict() if ref_model is not None else None)
 
-    def draw_prompts(n):
-        if cfg.curriculum:  # Kimi k1.5: favour what the policy does not solve yet (floor: nothing starves)
-            weights = (1.0 - success).clamp(min=0.05).tolist()
-            return data_rng.choices(range(len(pool)), weights=weights, k=n)
-        return [data_rng.randrange(len(pool)) for _ in range(n)]
+    def restore_state():
+        optimizer.load_state_dict(resume["optimizer"])
+        data_rng.setstate(resume["data_rng"])
+        torch.set_rng_state(resume["torch_rng"])
+        sample_gen.set_state(resume["sample_gen"])
 
-    def rollout(idx):
-        """Sample G completions for each pool problem in idx and grade them."""
-        s = sample(model, [pool_ids[i] for i in idx], G, cfg.max_new_tokens, temperature=cfg.temperature,
-                   eos_id=eos_id, generator=sample_gen, pad_id=pad_id)
-        texts, correct, rewards = [], [], []
-        for r, (row, n, fin) in enumerate(zip(s.tokens[:, s.prompt_len:].tolist(), s.lengths.tolist(),
-                                              s.finished.tolist())):
-            text = decode(enc, row[:n - 1] if fin else row[:n])
-            g = grade(text, pool[idx[r // G]].answer)
-            texts.append(text)
-            correct.append(fin and g.correct)
-            rewards.append(reward(text, pool[idx[r // G]].answer, cfg.format_bonus) if fin else 0.0)  # truncated: 0
-        return s, texts, torch.tensor(correct), torch.tensor(rewards)
-
-    t_rl = time.time()
     try:
+        if stage == "pretrain":
+            if resume:
+                restore_state()
+            t0 = time.time() - (resume or {}).get("pretrain_s", 0.0)
+            while step < cfg.pretrain_steps:
+                for g in optimizer.param_groups:
+                    g["lr"] = lr_at(step)
+                # Imitate the teacher on fresh problems every step (the data never repeats).
+                problems = generate_problems(cfg.batch_size, seed=data_rng.getrandbits(64), families=families,
+                                             digits=cfg.digits)
+                x, y = (t.to(device) for t in pretrain_batch(problems, data_rng, enc, cfg.think_prob, cfg.error_prob))
+                with autocast:
+                    logits = model(x)  # (B, T, V)
+                loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1), ignore_index=-1)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                optimizer.step()
+                step += 1
+                pretrain_s = time.time() - t0
+                if step % 50 == 0 or step == 1:
+                    print(f"pretrain step {step:5d} | loss {loss.item():.4f} | lr {lr_at(step):.2e} | {pretrain_s:.0f}s")
+                    log(dict(stage="pretrain", step=step, loss=loss.item(), time=pretrain_s))
+                if step % cfg.eval_interval == 0 or step == cfg.pretrain_steps:
+                    ev = evaluate(eval_set)
+                    show_eval(f"eval @ pretrain step {step}", ev)
+                    log(dict(stage="pretrain_eval", step=step, **ev))
+                    checkpoint()
+        if resume and resume["stage"] == "rl" and cfg.init_from == "resume":
+            pretrain_eval, pretrain_s, skipped = resume["pretrain_eval"], resume["pretrain_s"], resume["skipped"]
+            success = resume["success"]
+        else:  # RL starts here: measure where it starts from
+            pretrain_eval = evaluate(eval_set, cfg.passk_problems)
+            show_eval("before RL", pretrain_eval)
+            log(dict(stage="rl_eval", rl_step=0, **pretrain_eval))
+
+        # ---------------------------------------------------------------------------------------- RL
+        # Per step: sample G completions for each of P prompts -> grade -> advantages -> clipped loss -> AdamW.
+        stage = "rl"
+        if cfg.kl_coef > 0:  # the frozen reference is the policy RL started from
+            ref_model = GPT(model.config).to(device).eval().requires_grad_(False)
+            ref_model.load_state_dict(resume["ref_model"] if resume and resume.get("ref_model") else model.state_dict())
+        optimizer = torch.optim.AdamW(groups, lr=cfg.rl_lr, betas=(0.9, 0.99), weight_decay=0.0)
+        if resume and resume["stage"] == "rl" and cfg.init_from == "resume":
+            restore_state()
+        bad_steps, t_rl = 0, time.time()
         while rl_step < cfg.rl_steps:
             t0 = time.time()
-            # ---- sample and verify
-            idx = draw_prompts(P)
-            s, texts, correct, rewards = rollout(idx)
-            if cfg.dynamic_sampling:  # DAPO: keep only groups with signal, refill (a bounded number of tries)
-                for _ in range(4):
-                    keep = rewards.view(P, G).std(1) > 0  # (P,)
-                    if bool(keep.all()):
-                        break
-                    ...
+            # ---- sample
+            if cfg.curriculum:  # Kimi k1.5: favour prompts the policy does not solve yet (a floor: none starve)
+                idx = data_rng.choices(range(len(pool)), weights=(1.0 - success).clamp(min=0.05).tolist(),
+                                       k=P * (2 if cfg.dynamic_sampling else 1))
+            else:
+                idx = [data_rng.randrange(len(pool)) for _ in range(P * (2 if cfg.dynamic_sampling else 1))]
+            model.eval()
+            s = sample(model, [pool_ids[i] for i in idx], G, cfg.max_new_tokens, temperature=cfg.temperature,
+                       eos_id=eos_id, generator=sample_gen, pad_id=pad_id)
+            # ---- verify: the reward is the verifier's; a truncated response earns nothing
+            texts = completions(s)
+            grades = [grade(t, pool[idx[r // G]].answer) for r, t in enumerate(texts)]
+            rewards = torch.tensor([reward(t, pool[idx[r // G]].answer, cfg.format_bonus) if fin else 0.0
+                                    for r, (t, fin) in enumerate(zip(texts, s.finished.tolist()))])  # (B,)
+            if cfg.dynamic_sampling:  # DAPO: we drew 2P prompts; keep P groups, those with signal first
+                signal = rewards.view(-1, G).std(1) > 0  # (2P,)
+                keep = sorted(range(len(idx)), key=lambda i: not signal[i])[:P]
+                rows = torch.tensor([i * G + j for i in keep for j in range(G)])
+                s = dataclasses.replace(s, **{f.name: getattr(s, f.name)[rows] for f in dataclasses.fields(s)
+                                              if f.name != "prompt_len"})
+                idx, rewards = [idx[i] for i in keep], rewards[rows]
+                texts, grades = [texts[r] for r in rows], [grades[r] for r in rows]
+            correct = torch.tensor([g.correct for g in grades]) & s.finished  # (B,)
             for i, c in zip(idx, correct.view(P, G).float().mean(1).tolist()):
                 success[i] = 0.7 * success[i] + 0.3 * c
-            # ---- reward shaping and advantages
+            # ---- advantage (after optional reward shaping)
+            stats = group_stats(rewards, G)
             if cfg.length_weight > 0 and rl_step >= cfg.length_start:
-                rewards = rewards + cfg.length_weight * length_rewards(s.lengths.float(), correct, G)
-            advantages = group_advantages(rewards, G, method=cfg.advantage, unbiased_std=cfg.unbiased_std)  # (B,)
+                rewards = rewards + cfg.length_weight * length_rewards(s.lengths, correct, G)
+            advantages = group_advantages(rewards, G, method=cfg.advantage, unbiased_std=cfg.unbiased_std).to(device)
             t_sample = time.time() - t0
-            ...
+
+            # ---- loss and step: mu passes over the batch, micro-batches accumulate the full-batch gradient
+            t1 = time.time()
+            model.train()
+            for g in optimizer.param_groups:  # a short warmup: Adam's first steps are its largest
+                g["lr"] = cfg.rl_lr * min(1.0, (rl_step + 1) / 10)
+            agg, grad_norm = grpo_update(model, optimizer, s, advantages, cfg, autocast, ref_model)
+            if agg is None:
+                skipped, bad_steps = skipped + 1, bad_steps + 1
+                print(f"warning: non-finite loss or gradient at RL step {rl_step + 1}: update skipped "
+                      f"({bad_steps} in a row, {skipped} in all)")
+                if bad_steps >= cfg.max_bad_steps:
+                    sys.exit(f"error: {bad_steps} non-finite updates in a row; stopping. The last good "
+                             f"checkpoint is {ckpt_path}")
+                rl_step += 1
+                continue
+            bad_steps = 0
             rl_step += 1
+
+            # ---- log
+            lengths, fin = s.lengths.float(), s.finished
+            think = torch.tensor([thinks(t) for t in texts])
+            rec = dict(stage="rl", rl_step=rl_step, reward=rewards.mean().item(), accuracy=correct.float().mean().item(),
+                       format_rate=sum(g.formatted for g in grades) / len(grades),
+                       zero_signal=stats["zero_var_frac"], zero_signal_pred=stats["zero_var_pred"],
+                       response_len=lengths.mean().item(),
+                       len_correct=lengths[correct].mean().item() if correct.any() else float("nan"),
+                       len_wrong=lengths[~correct].mean().item() if (~correct).any() else float("nan"),
+                       think_share=think.float().mean().item(), truncated=(~fin).float().mean().item(),
+                       kl=agg["kl"], clip_frac=agg["clip_frac"], entropy=agg["entropy"], grad_norm=grad_norm,
+                       lp_diff=agg["lp_diff"], sample_s=t_sample, train_s=time.time() - t1, skipped=skipped)
+            log(rec)
+            if rl_step % cfg.log_interval == 0:
+                print(f"rl {rl_step:4d} | reward {rec['reward']:.3f} acc {rec['accuracy']:.3f} "
+                      f"fmt {rec['format_rate']:.2f} | zero-signal {rec['zero_signal']:.2f} "
+                      f"(pred {rec['zero_signal_pred']:.2f}) | len {rec['response_len']:.1f} "
+                      f"(ok {rec['len_correct']:.1f} / bad {rec['len_wrong']:.1f}) | think {rec['think_share']:.2f} "
+                      f"trunc {rec['truncated']:.2f} | kl {rec['kl']:.4f} clip {rec['clip_frac']:.3f} "
+                      f"ent {rec['entropy']:.3f} gnorm {grad_norm:.2f} dlp {rec['lp_diff']:.1e} | "
+                      f"{t_sample:.1f}s + {rec['train_s']:.1f}s")
+            if rl_step % cfg.sample_interval == 0:
+                print(f"  sample: {pool[idx[0]].prompt.strip()} -> {texts[0]!r} [{grades[0].reason}, "
+                      f"reward {rewards[0].item():.2f}, truth {pool[idx[0]].answer}]")
+            if rl_step % cfg.rl_eval_interval == 0 or rl_step == cfg.rl_steps:
+                ev = evaluate(eval_set, cfg.passk_problems)
+                show_eval(f"eval @ RL step {rl_step}", ev)
+                log(dict(stage="rl_eval", rl_step=rl_step, **ev))
+            if rl_step % cfg.save_interval == 0 or rl_step == cfg.rl_steps:
+                checkpoint()
     except KeyboardInterrupt:
-        rl_checkpoint()
-        sys.exit(f"interrupted at RL step {rl_step}: checkpoint saved to {ckpt_path}; continue with --init_from=resume")
+        checkpoint()
+        sys.exit(f"\ninterrupted in {stage}: checkpoint saved to {ckpt_path}; continue with --init_from=resume")
+
+    # -------------------------------------------------------------------------------------------- summary
+    final = evaluate(eval_set) if cfg.rl_steps else pretrain_eval
+    wall = time.time() - T_START
+    print(f"\nheld-out greedy accuracy ({len(eval_set)} problems: {cfg.families}, {cfg.digits} digits)")
+    print(f"  {'':24s}{'accuracy':>10s}{'think share':>13s}{'response len':>14s}")
+    print(f"  {'pretraining corpus':24s}{corpus_acc:10.3f}{cfg.think_prob:13.2f}{'':>14s}")
+    print(f"  {'after pretraining':24s}{pretrain_eval['acc']:10.3f}{pretrain_eval['think_share']:13.2f}"
+          f"{pretrain_eval['response_len']:14.1f}")
+    if cfg.rl_steps:
+        print(f"  {'after RL':24s}{final['acc']:10.3f}{final['think_share']:13.2f}{final['response_len']:14.1f}")
+    summary = dict(pretrain_acc=pretrain_eval["acc"], rl_acc=final["acc"], corpus_acc=corpus_acc,
+                   think_share_before=pretrain_eval["think_share"], think_share_after=final["think_share"],
+                   pretrain_s=round(pretrain_s, 1), rl_s=round(time.time() - t_rl, 1) if cfg.rl_steps else 0.0,
+                   wall_s=round(wall, 1), skipped_updates=skipped, seed=cfg.seed, preset=cfg.preset)
+    log(dict(stage="summary", **summary))
+    print(json.dumps(summary))
