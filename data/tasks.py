@@ -4,11 +4,14 @@ data/tasks.py: synthetic arithmetic problems whose answers a program can check, 
 The idea: RLVR needs problems with exact answers. Four families, each with a worked solution a small model can
 follow one token at a time:
     add   "What is 47+85?"   columns right to left:  7+5+0=12 r=2 / 4+8+1=13 r=32 / r=132
-    sub   "What is 47-85?"   47<85 so -(85-47), then columns with borrows:  15-7-0=8 r=8 / 08-4-1=3 r=38
+    sub   "What is 47-85?"   47<85 so -(85-47), then columns with borrows:  5-7-0=-2+10=8 r=8 / 8-4-1=3 r=38
     mul   "What is 47*6?"    one partial product per digit of the multiplier, digit by digit, then their sum
     lin   "Solve 3x+5=12."   3x=12-5=7 / x=7/3           (the answer may be a reduced fraction)
-Every step has a fixed width (a sum is written 07, not 7), so for a given operand size each digit sits at the same
-position in every problem: a tiny model with learned positions finds its operands much faster that way.
+The formats are chosen for a tiny model with learned positions. Sums and products are written with two digits
+(07, not 7), so each step of an addition sits at the same place in every problem of a size (a design choice; our
+one comparison was inconclusive). A subtraction column computes first and borrows after (5-7-0=-2+10=8), so no
+step has to look ahead; in one comparison (700 pretraining steps, then RL at lr 1e-4, seed 1337) held-out
+accuracy was 0.88 after 60 RL steps with the older borrow-first format (15-7-0=8) and 0.975 after 50 with this one.
 Answers are exact strings: integers ("132", "-38") and reduced fractions ("7/3", "-1/2").
 
 The pretraining corpus imitates an imperfect teacher. Every response is
@@ -83,12 +86,12 @@ def sub_steps(a, b, slip=None):
     bad = slip.randrange(width) if slip else -1
     lines, r, borrow = [], "", 0
     for i, (x, y) in enumerate(zip(digits_of(a, width), digits_of(b, width))):
-        top = x + 10 if x - y - borrow < 0 else x
-        d = top - y - borrow
+        raw = x - y - borrow  # compute first, then borrow if it went below zero: each step is local
+        d = raw + 10 if raw < 0 else raw
         d = nudge(d, slip) if i == bad else d
         r = str(d) + r
-        lines.append(f"{top:02d}-{y}-{borrow}={d} r={r}")
-        borrow = 1 if top > 9 else 0
+        lines.append(f"{x}-{y}-{borrow}={raw}" + (f"+10={d}" if raw < 0 else "") + f" r={r}")
+        borrow = 1 if raw < 0 else 0
     value = int(r)
     lines.append(f"r={value}")
     return "\n".join(lines), value

@@ -87,3 +87,109 @@ def test_a_few_pretraining_steps_lower_the_loss_on_a_fixed_batch():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.6 * losses[0]
+
+
+# ------------------------------------------------------------------------------------------------ RL
+TINY = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--pretrain_steps=3", "--batch_size=8", "--eval_problems=8",
+        "--rl_pool=16", "--prompts_per_step=2", "--group_size=4", "--micro_batch=4", "--passk_problems=4",
+        "--max_new_tokens=40", "--eval_interval=3", "--warmup_steps=1", "--device=cpu", "--preset=cpu"]
+
+
+def read_metrics(out):
+    import json
+    return [json.loads(line) for line in open(out / "metrics.jsonl")]
+
+
+def test_planted_reward_moves_the_policy():
+    """Reward 1 when the first sampled token is `target`: a few GRPO updates must make it more likely."""
+    from sample import sample
+    from advantage import group_advantages
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=16, block_size=16, n_layer=1, n_head=2, n_embd=32))
+    cfg = train.Config(micro_batch=16, rl_lr=3e-2, max_new_tokens=3)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.rl_lr)
+    prompts, target = [[1, 2], [3]], 7
+    first_token_prob = lambda: torch.softmax(model(torch.tensor([[1, 2]]))[0, -1], -1)[target].item()
+    before = first_token_prob()
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        s = sample(model.eval(), prompts, 8, 3, generator=gen)
+        rewards = (s.tokens[:, s.prompt_len] == target).float()  # (B,)
+        agg, grad_norm = train.grpo_update(model.train(), opt, s, group_advantages(rewards, 8), cfg,
+                                           torch.autocast("cpu", enabled=False))
+        assert agg is not None and abs(agg["lp_diff"]) < 1e-4  # on-policy: the trainer agrees with the sampler
+    assert first_token_prob() > 2 * before
+
+
+def test_config_combinations_are_refused_before_any_work(tmp_path):
+    cases = [(["--group_size=1"], "--group_size must be >= 2"),
+             (["--micro_batch=3"], "--micro_batch=3 does not divide"),
+             (["--advantage=ppo"], "--advantage='ppo' is not one of"),
+             (["--loss_agg=sum"], "--loss_agg='sum' is not one of"),
+             (["--kl_kind=k4"], "--kl_kind='k4'"),
+             (["--max_new_tokens=200"], "exceeds --block_size")]
+    for args, message in cases:
+        r = run_train(*TINY, f"--out_dir={tmp_path}", *args)
+        assert r.returncode != 0 and message in r.stderr, (args, r.stderr)
+        assert "Traceback" not in r.stderr and not (tmp_path / "ckpt.pt").exists()
+    assert run_train(*TINY, f"--out_dir={tmp_path}", "--group_size=1", "--advantage=none", "--micro_batch=2",
+                     "--rl_steps=0", "--pretrain_steps=0").returncode == 0  # REINFORCE needs no group
+
+
+def test_two_step_rl_run_writes_metrics_checkpoint_and_summary(tmp_path):
+    r = run_train(*TINY, f"--out_dir={tmp_path}", "--rl_steps=2", "--kl_coef=0.04")
+    assert r.returncode == 0, r.stderr
+    import json
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    for key in ("pretrain_acc", "rl_acc", "corpus_acc", "think_share_before", "think_share_after", "wall_s"):
+        assert 0 <= summary[key] <= (1 if key != "wall_s" else 1e4)
+    records = read_metrics(tmp_path)
+    rl = [m for m in records if m["stage"] == "rl"]
+    assert [m["rl_step"] for m in rl] == [1, 2]
+    for key in ("reward", "accuracy", "format_rate", "zero_signal", "zero_signal_pred", "kl", "clip_frac",
+                "entropy", "grad_norm", "lp_diff", "truncated", "think_share", "sample_s", "train_s"):
+        assert key in rl[0]
+    assert rl[0]["lp_diff"] < 1e-4  # sampler and trainer compute the same log-probs
+    assert any(m["stage"] == "rl_eval" and "pass@4" in m for m in records)
+    ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=False)
+    assert ckpt["stage"] == "rl" and ckpt["rl_step"] == 2 and ckpt["ref_model"] is not None
+    assert "optimizer" in ckpt and "sample_gen" in ckpt
+
+
+def test_resume_reproduces_the_uninterrupted_run(tmp_path):
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert run_train(*TINY, f"--out_dir={full}", "--rl_steps=4", "--save_interval=2").returncode == 0
+    assert run_train(*TINY, f"--out_dir={part}", "--rl_steps=2", "--save_interval=2").returncode == 0
+    r = run_train(*TINY, f"--out_dir={part}", "--rl_steps=4", "--save_interval=2", "--init_from=resume")
+    assert r.returncode == 0, r.stderr
+    timeless = lambda m: {k: v for k, v in m.items() if not k.endswith("_s") and k != "time"}
+    a = [timeless(m) for m in read_metrics(full) if m["stage"] == "rl"]
+    b = [timeless(m) for m in read_metrics(part) if m["stage"] == "rl"]
+    assert [m["rl_step"] for m in b] == [1, 2, 3, 4]
+    assert a == b
+
+
+def test_non_finite_updates_are_skipped_then_stop_the_run(tmp_path):
+    r = run_train(*TINY, f"--out_dir={tmp_path}", "--rl_steps=6", "--rl_lr=1e30", "--max_bad_steps=2",
+                  "--save_interval=1", "--grad_clip=0")
+    assert r.returncode != 0 and "non-finite updates in a row" in r.stderr, r.stderr[-2000:]
+    assert "update skipped" in r.stdout and "Traceback" not in r.stderr
+    ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=False)  # the last good checkpoint is intact
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    import signal
+    import time
+    p = subprocess.Popen([sys.executable, "train.py", *TINY, f"--out_dir={tmp_path}", "--rl_steps=10000"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if (tmp_path / "metrics.jsonl").exists() and '"stage": "rl"' in (tmp_path / "metrics.jsonl").read_text():
+            break
+        time.sleep(0.2)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert "checkpoint saved" in err and "Traceback" not in err, err[-2000:]
+    ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=False)
+    assert ckpt["stage"] == "rl" and ckpt["rl_step"] >= 1
