@@ -1,8 +1,8 @@
 """
 advantage.py: turn the verifier's rewards into advantages, one group of G completions per prompt at a time.
 
-The idea: GRPO has no value network; the baseline for a completion is the mean reward of the other samples of
-the same prompt, so a completion is pushed up exactly when it did better than its siblings. Groups whose rewards
+The idea: GRPO has no value network; the baseline for a completion is the mean reward of its group (the G samples
+of the same prompt), so a completion is pushed up exactly when it did better than its siblings. Groups whose rewards
 are all equal (too easy, too hard) carry no signal at all, and `group_stats` measures how much of a batch that is.
 
 The equations, for one group r_1..r_G with mean mu (REINFORCE: grad J = E[A grad log pi(y|x)]):
@@ -22,7 +22,7 @@ Choices, and how this differs from the papers:
     (DeepSeekMath writes (r - mean) / std; some implementations add eps outside the root instead: both agree
     with the lecture's numbers to 1e-3.)
  2. A group whose rewards are all equal gets advantages of exactly 0 for every centred method (we set them, so
-    that float rounding of the mean, e.g. of [0.1, 0.1, 0.1], cannot leak a tiny signal).
+    that float rounding of the mean, e.g. of [0.9, 0.9, 0.9], cannot leak a tiny signal).
  3. The Kimi k1.5 length reward is a separate term the caller adds, rewards + weight * length_rewards(...), so
     that the weight can be 0 early and switched on later; max_len == min_len gives 0 instead of 0/0.
  4. group_stats counts a reward > 0.5 as a pass, so it also works for rewards with a small format bonus.

@@ -20,7 +20,8 @@ def panel(x0, y0, title, xs, ys, evals=()):
     """One line chart as SVG elements; evals: optional (step, value) points of the greedy held-out eval."""
     lo, hi = min(ys + [v for _, v in evals]), max(ys + [v for _, v in evals])
     hi = hi if hi > lo else lo + 1
-    sx = lambda x: x0 + PAD + (x - xs[0]) / max(1, xs[-1] - xs[0]) * (W - 1.5 * PAD)
+    first, last = min(xs + [x for x, _ in evals]), max(xs + [x for x, _ in evals])
+    sx = lambda x: x0 + PAD + (x - first) / max(1, last - first) * (W - 1.5 * PAD)
     sy = lambda y: y0 + H - PAD + (lo - y) / (hi - lo) * (H - 1.7 * PAD)
     pts = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in zip(xs, ys))
     out = [f'<text x="{x0 + W / 2}" y="{y0 + 16}" text-anchor="middle" font-size="13">{title}</text>',
@@ -30,7 +31,7 @@ def panel(x0, y0, title, xs, ys, evals=()):
     out += [f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3.5" fill="#d62728"/>' for x, y in evals]
     for v in (lo, hi):
         out.append(f'<text x="{x0 + PAD - 4}" y="{sy(v) + 4:.1f}" text-anchor="end" font-size="10">{v:.2f}</text>')
-    for x in (xs[0], xs[-1]):
+    for x in (first, last):
         out.append(f'<text x="{sx(x):.1f}" y="{y0 + H - PAD + 14}" text-anchor="middle" font-size="10">{x}</text>')
     return out
 

@@ -477,9 +477,10 @@ if __name__ == "__main__":
                 success[i] = 0.7 * success[i] + 0.3 * c
             # ---- advantage (after optional reward shaping)
             stats = group_stats(rewards, G)
+            shaped = rewards  # (B,) what the advantages see; `rewards` stays the verifier's, for logging
             if cfg.length_weight > 0 and rl_step >= cfg.length_start:
-                rewards = rewards + cfg.length_weight * length_rewards(s.lengths, correct, G)
-            advantages = group_advantages(rewards, G, method=cfg.advantage, unbiased_std=cfg.unbiased_std).to(device)
+                shaped = rewards + cfg.length_weight * length_rewards(s.lengths, correct, G)
+            advantages = group_advantages(shaped, G, method=cfg.advantage, unbiased_std=cfg.unbiased_std).to(device)
             t_sample = time.time() - t0
 
             # ---- loss and step: mu passes over the batch, micro-batches accumulate the full-batch gradient

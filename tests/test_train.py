@@ -193,3 +193,14 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     assert "checkpoint saved" in err and "Traceback" not in err, err[-2000:]
     ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=False)
     assert ckpt["stage"] == "rl" and ckpt["rl_step"] >= 1
+
+
+def test_curriculum_dynamic_sampling_and_reward_shaping_knobs_run(tmp_path):
+    r = run_train(*TINY, f"--out_dir={tmp_path}", "--rl_steps=2", "--curriculum=true", "--dynamic_sampling=true",
+                  "--length_weight=0.5", "--format_bonus=0.1", "--advantage=rloo", "--loss_agg=seq-sum-constant",
+                  "--updates_per_batch=2", "--clip_eps_high=0.28")
+    assert r.returncode == 0, r.stderr[-2000:]
+    rl = [m for m in read_metrics(tmp_path) if m["stage"] == "rl"]
+    assert len(rl) == 2
+    # the format bonus is paid for formatted responses only, so the reward is at least 0.1 x the format rate
+    assert all(m["reward"] >= 0.1 * m["format_rate"] - 1e-6 for m in rl)

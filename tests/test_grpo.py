@@ -1,0 +1,370 @@
+"""The GRPO loss against hand-written objectives and worked numbers; the fused log-prob gather against the naive one."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from advantage import group_advantages
+from grpo import grpo_loss, kl_estimate, masked_mean, naive_token_logprobs, token_logprobs
+
+AGGS = ["seq-mean-token-mean", "token-mean", "seq-sum-constant"]
+
+
+def gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def lengths_mask(lengths, T):
+    return torch.arange(T)[None, :] < torch.tensor(lengths)[:, None]  # (B, T)
+
+
+def reinforce(logprobs, advantages, mask, agg, max_len):
+    """-sum w A logp written out per mode, independently of grpo_loss: the REINFORCE-with-baseline objective."""
+    B = logprobs.shape[0]
+    terms = advantages[:, None] * logprobs * mask  # (B, T)
+    if agg == "seq-mean-token-mean":
+        return -sum(terms[i].sum() / mask[i].sum() for i in range(B)) / B
+    if agg == "token-mean":
+        return -terms.sum() / mask.sum()
+    return -terms.sum() / (max_len * B)
+
+# ---------------------------------------------------------------------------------------------- the loss
+
+
+@pytest.mark.parametrize("agg", AGGS)
+def test_on_policy_gradient_is_reinforce_with_baseline(agg):
+    # the most-asked question: on-policy rho = 1, so why train on a loss that is ~0? Because its gradient is not.
+    B, T, V = 8, 6, 11
+    logits = torch.randn(B, T, V, generator=gen(0), requires_grad=True)  # (B, T, V)
+    targets = torch.randint(0, V, (B, T), generator=gen(1))
+    mask = lengths_mask([6, 2, 5, 3, 1, 6, 4, 2], T)
+    adv = group_advantages(torch.tensor([1., 0, 0, 1, 1, 1, 0, 1]), 4)  # (B,) centred per group
+    logprobs = F.log_softmax(logits, -1).gather(-1, targets[..., None]).squeeze(-1)  # (B, T)
+    loss, stats = grpo_loss(logprobs, logprobs.detach(), adv, mask, loss_agg=agg, max_len=T)
+    if agg == "seq-mean-token-mean":
+        assert abs(loss.item()) < 1e-6  # every row weighs 1/B and the advantages are centred
+    assert stats["ratio_mean"].item() == 1.0 and stats["clip_frac"].item() == 0.0
+    grad, = torch.autograd.grad(loss, logits, retain_graph=True)
+    expected, = torch.autograd.grad(reinforce(logprobs, adv, mask.float(), agg, T), logits)
+    assert grad.abs().max() > 1e-3
+    assert torch.allclose(grad, expected, atol=1e-7)
+
+
+def clip_case(clip_eps_high=None):
+    # rows: A = +1, +1, -1, -1; ratios chosen around the band [0.8, 1.2] (or [0.8, 1.28])
+    ratio = torch.tensor([[1.5, 0.5, 1.1], [1.25, 1.0, 0.7], [0.5, 1.5, 0.9], [0.75, 1.3, 1.0]])
+    adv = torch.tensor([1., 1, -1, -1])
+    logprobs = torch.zeros(4, 3, requires_grad=True)
+    old = -ratio.log()  # exp(logprobs - old) = ratio
+    mask = torch.ones(4, 3, dtype=torch.bool)
+    loss, stats = grpo_loss(logprobs, old, adv, mask, clip_eps=0.2, clip_eps_high=clip_eps_high,
+                            loss_agg="token-mean")
+    grad, = torch.autograd.grad(loss, logprobs)
+    return ratio, adv, grad, stats, loss
+
+
+def test_clip_removes_gradient_exactly_where_the_step_went_far_enough():
+    ratio, adv, grad, stats, loss = clip_case()
+    clipped = torch.tensor([[1, 0, 0], [1, 0, 0], [1, 0, 0], [1, 0, 0]], dtype=torch.bool)
+    assert (grad[clipped] == 0).all()
+    # unclipped tokens keep the plain ratio gradient: d(-rho A / 12)/dlogp = -rho A / 12
+    assert torch.allclose(grad[~clipped], (-ratio * adv[:, None] / 12)[~clipped])
+    assert stats["clip_frac"].item() == pytest.approx(4 / 12)
+    assert stats["clip_frac_high"].item() == pytest.approx(2 / 12)
+    assert stats["clip_frac_low"].item() == pytest.approx(2 / 12)
+    # A > 0 below the band (0.5, 0.7) and A < 0 above it (1.5, 1.3) are *not* clipped: min() keeps them
+    assert grad[0, 1] != 0 and grad[2, 1] != 0
+
+
+def test_clip_higher_widens_the_upper_side_only():
+    ratio, adv, grad, stats, loss = clip_case(clip_eps_high=0.28)
+    assert grad[1, 0] != 0  # rho = 1.25, A > 0: inside [0.8, 1.28] now
+    assert grad[0, 0] == 0  # rho = 1.5 is still beyond 1.28
+    assert grad[3, 0] == 0  # rho = 0.75, A < 0: the lower bound is still 1 - 0.2 (0.72 would keep it)
+    assert stats["clip_frac"].item() == pytest.approx(3 / 12)
+    # the clipped token's value is the constant (1 + eps_high) A
+    per_token = -torch.min(ratio * adv[:, None], ratio.clamp(0.8, 1.28) * adv[:, None])
+    assert per_token[0, 0] == pytest.approx(-1.28)
+    assert loss.item() == pytest.approx(per_token.mean().item(), abs=1e-6)
+
+
+def test_aggregation_weights_4_vs_7_tokens():
+    # CONCEPTS.md sec. 5: per-token gradient weights 1/|o_i| = 0.25 / 0.1429 (GRPO), 1/7 both (Dr. GRPO, max 7);
+    # every mode also averages over the B = 2 rows, hence the factor B below.
+    mask = lengths_mask([4, 7], 7)
+    adv = torch.ones(2)
+    weights = {}
+    for agg in AGGS:
+        logprobs = torch.zeros(2, 7, requires_grad=True)
+        loss, _ = grpo_loss(logprobs, logprobs.detach(), adv, mask, loss_agg=agg, max_len=7)
+        weights[agg], = torch.autograd.grad(-loss, logprobs)
+    w = weights["seq-mean-token-mean"] * 2
+    assert torch.allclose(w[0, :4], torch.tensor(0.25)) and torch.allclose(w[1], torch.tensor(1 / 7))
+    assert (w[0, 4:] == 0).all()
+    w = weights["seq-sum-constant"] * 2
+    assert torch.allclose(w[mask], torch.tensor(1 / 7)) and (w[~mask] == 0).all()
+    assert torch.allclose(weights["token-mean"][mask], torch.tensor(1 / 11))  # DAPO: every token alike
+
+
+@pytest.mark.parametrize("agg", AGGS)
+def test_micro_batches_accumulate_to_the_full_batch(agg):
+    B, T, C, V = 6, 5, 8, 13
+    hidden = torch.randn(B, T, C, generator=gen(0), requires_grad=True)
+    weight = torch.randn(V, C, generator=gen(1), requires_grad=True)
+    targets = torch.randint(0, V, (B, T), generator=gen(2))
+    mask = lengths_mask([5, 1, 3, 0, 4, 2], T)  # row 3 is empty: it must not divide by zero
+    old = naive_token_logprobs(hidden, weight, targets).detach() + 0.3 * torch.randn(B, T, generator=gen(3))
+    ref = old + 0.2 * torch.randn(B, T, generator=gen(4))
+    adv = torch.randn(B, generator=gen(5))
+    kw = dict(clip_eps=0.2, clip_eps_high=0.28, kl_coef=0.1, loss_agg=agg, max_len=T)
+
+    full, _ = grpo_loss(token_logprobs(hidden, weight, targets), old, adv, mask, ref, **kw)
+    full_grads = torch.autograd.grad(full, (hidden, weight))
+    total, naive_total = 0.0, 0.0
+    for s, e in [(0, 2), (2, 3), (3, 6)]:
+        logprobs = token_logprobs(hidden[s:e], weight, targets[s:e])
+        part, _ = grpo_loss(logprobs, old[s:e], adv[s:e], mask[s:e], ref[s:e], **kw,
+                            num_rows=B, num_tokens=mask.sum())
+        part.backward()  # gradients accumulate in .grad, as in a training loop
+        total = total + part.item()
+        naive_total += grpo_loss(logprobs, old[s:e], adv[s:e], mask[s:e], ref[s:e], **kw)[0].item()
+    assert total == pytest.approx(full.item(), abs=1e-6)
+    assert torch.allclose(hidden.grad, full_grads[0], atol=1e-6)
+    assert torch.allclose(weight.grad, full_grads[1], atol=1e-6)
+    assert abs(naive_total - full.item()) > 1e-3  # without the normalisers the pieces do not add up
+
+
+def test_masked_tokens_contribute_nothing():
+    B, T = 3, 5
+    mask = lengths_mask([2, 5, 3], T)
+    adv = torch.tensor([1.0, -0.5, 2.0])
+    base = torch.randn(B, T, generator=gen(0))
+    old, ref = base + 0.1, base - 0.1
+    garbage = lambda x, v: torch.where(mask, x, torch.full_like(x, v))  # noqa: E731
+    results = []
+    for lp_fill, old_fill, ref_fill in [(None, None, None), (80.0, -80.0, float("nan"))]:
+        logprobs = base.clone() if lp_fill is None else garbage(base, lp_fill)
+        logprobs.requires_grad_()
+        o = old if old_fill is None else garbage(old, old_fill)  # exp(80 + 80) = inf in float32
+        r = ref if ref_fill is None else garbage(ref, ref_fill)
+        loss, stats = grpo_loss(logprobs, o, adv, mask, r, kl_coef=0.1, loss_agg="token-mean")
+        grad, = torch.autograd.grad(loss, logprobs)
+        results.append((loss, grad, stats))
+    (loss0, grad0, stats0), (loss1, grad1, stats1) = results
+    assert torch.isfinite(loss1) and torch.isfinite(grad1).all()
+    assert loss1.item() == loss0.item() and torch.equal(grad1, grad0)
+    assert (grad1[~mask] == 0).all() and (grad1[mask] != 0).all()
+    assert all(torch.equal(stats0[k], stats1[k]) for k in stats0)
+
+
+def test_masked_targets_do_not_reach_the_weights_through_the_fused_gather():
+    B, T, C, V = 2, 6, 8, 17
+    hidden = torch.randn(B, T, C, generator=gen(0), requires_grad=True)
+    weight = torch.randn(V, C, generator=gen(1), requires_grad=True)
+    mask = lengths_mask([3, 4], T)
+    grads = []
+    for seed in (2, 3):  # different tokens in the padding
+        targets = torch.where(mask, torch.arange(T).repeat(B, 1), torch.randint(0, V, (B, T), generator=gen(seed)))
+        logprobs = token_logprobs(hidden, weight, targets, chunk_size=5)
+        loss, _ = grpo_loss(logprobs, logprobs.detach(), torch.tensor([1.0, -1.0]), mask)
+        grads.append(torch.autograd.grad(loss, (hidden, weight)))
+    assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
+    assert (grads[0][0][~mask] == 0).all()
+
+
+def test_stats_are_detached_scalars_over_unmasked_tokens():
+    logprobs = torch.zeros(2, 3, requires_grad=True)
+    old = -torch.tensor([[1.0, 2.0, 9.0], [0.5, 1.5, 1.0]]).log()  # ratios; the 9.0 is masked
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])  # {0, 1} ints work as a mask
+    loss, stats = grpo_loss(logprobs, old, torch.tensor([1.0, -1.0]), mask, ref_logprobs=old)
+    assert all(v.dim() == 0 and not v.requires_grad for v in stats.values())
+    assert stats["ratio_mean"].item() == pytest.approx(6.0 / 5)
+    assert stats["ratio_max"].item() == pytest.approx(2.0)
+    assert stats["kl"].item() == pytest.approx(masked_mean(kl_estimate(logprobs, old), mask).item())
+    assert stats["kl"].item() > 0
+
+
+def test_kl_coef_adds_the_aggregated_k3_term():
+    B, T = 4, 5
+    logprobs = torch.randn(B, T, generator=gen(0)).requires_grad_()
+    ref = logprobs.detach() + 0.5 * torch.randn(B, T, generator=gen(1))
+    mask = lengths_mask([5, 2, 4, 1], T)
+    adv = torch.randn(B, generator=gen(2))
+    plain, _ = grpo_loss(logprobs, logprobs.detach(), adv, mask, ref)
+    with_kl, _ = grpo_loss(logprobs, logprobs.detach(), adv, mask, ref, kl_coef=0.04)
+    k3 = kl_estimate(logprobs, ref, "k3")
+    expected = 0.04 * sum(k3[i, mask[i]].mean() for i in range(B)) / B
+    assert (with_kl - plain).item() == pytest.approx(expected.item(), abs=1e-6)
+    # and its gradient, d k3 / d logp = 1 - pi_ref / pi: it pulls logp down where pi > pi_ref
+    g_kl, = torch.autograd.grad(with_kl - plain, logprobs)
+    g_expected, = torch.autograd.grad(expected, logprobs)
+    assert torch.allclose(g_kl, g_expected, atol=1e-7) and g_kl.abs().max() > 1e-3
+    assert torch.allclose(g_kl[mask], (0.04 * (1 - (ref - logprobs).exp()) / mask.sum(1, keepdim=True) / B)[mask])
+
+
+def test_kl_kind_selects_the_estimator_in_the_loss():
+    logprobs = torch.randn(2, 4, generator=gen(0)).requires_grad_()
+    ref = logprobs.detach() + torch.randn(2, 4, generator=gen(1))
+    mask = torch.ones(2, 4, dtype=torch.bool)
+    zero_adv = torch.zeros(2)
+    for kind in ("k1", "k2", "k3"):
+        loss, stats = grpo_loss(logprobs, logprobs.detach(), zero_adv, mask, ref, kl_coef=1.0, kl_kind=kind,
+                                loss_agg="token-mean")
+        expected = kl_estimate(logprobs, ref, kind).mean()
+        assert loss.item() == pytest.approx(expected.item(), abs=1e-6)
+        assert stats["kl"].item() == pytest.approx(expected.item(), abs=1e-6)
+
+
+def test_loss_errors():
+    x, m, a = torch.zeros(2, 3), torch.ones(2, 3), torch.zeros(2)
+    with pytest.raises(ValueError, match="token-sum"):
+        grpo_loss(x, x, a, m, loss_agg="token-sum")
+    with pytest.raises(ValueError, match="max_len"):
+        grpo_loss(x, x, a, m, loss_agg="seq-sum-constant")
+    with pytest.raises(ValueError, match="ref_logprobs"):
+        grpo_loss(x, x, a, m, kl_coef=0.1)
+    with pytest.raises(ValueError, match="k4"):
+        kl_estimate(x, x, "k4")
+
+
+def test_masked_mean():
+    x = torch.tensor([[1.0, 2.0, 100.0], [3.0, float("nan"), 5.0]])
+    mask = torch.tensor([[True, True, False], [True, False, True]])
+    assert masked_mean(x, mask).item() == pytest.approx(11 / 4)
+    assert torch.allclose(masked_mean(x, mask, dim=1), torch.tensor([1.5, 4.0]))
+    assert masked_mean(x, torch.zeros_like(mask)).item() == 0.0
+
+# ---------------------------------------------------------------------------------------------- KL estimators
+
+
+def test_kl_estimators_match_exact_kl_and_its_direction():
+    V, n = 6, 400_000
+    logp = torch.log_softmax(torch.tensor([3.0, 1.0, 0.5, 0.0, -1.0, -3.0]), 0)  # pi
+    logq = torch.log_softmax(torch.tensor([-1.0, 0.0, 0.5, 1.0, 1.5, 0.5]), 0)  # pi_ref
+    kl_fwd = (logp.exp() * (logp - logq)).sum().item()  # KL(pi || pi_ref) = 2.350
+    kl_rev = (logq.exp() * (logq - logp)).sum().item()  # KL(pi_ref || pi) = 2.231
+    assert abs(kl_fwd - kl_rev) > 0.1  # a case where the direction matters
+    # exact expectations under pi: sum_v pi_v k(v)
+    for kind in ("k1", "k3"):
+        assert (logp.exp() * kl_estimate(logp, logq, kind)).sum().item() == pytest.approx(kl_fwd, rel=1e-5)
+    y = torch.multinomial(logp.exp(), n, replacement=True, generator=gen(0))  # samples from pi
+    for kind in ("k1", "k3"):
+        k = kl_estimate(logp[y], logq[y], kind)  # (n,)
+        se = k.std().item() / math.sqrt(n)
+        assert abs(k.mean().item() - kl_fwd) < 4 * se
+        assert abs(k.mean().item() - kl_rev) > 8 * se  # k1: ~45 se away, k3: ~20
+    k1 = kl_estimate(logp[y], logq[y], "k1")
+    assert (k1 < 0).any()  # unbiased but can be negative per token
+    k2 = kl_estimate(logp[y], logq[y], "k2")
+    assert torch.allclose(k2, 0.5 * (logq[y] - logp[y]) ** 2)
+
+
+def test_k3_is_never_negative():
+    u = torch.cat([torch.randn(10000, generator=gen(0)) * s for s in (1e-6, 1e-3, 1.0, 10.0)])
+    k3 = kl_estimate(torch.zeros_like(u), u, "k3")
+    assert (k3 >= 0).all() and torch.isfinite(k3).all()
+    exact = u.double().exp() - u.double() - 1  # ~u^2 / 2 for small u, which float32 e^u - u - 1 would lose
+    assert torch.allclose(k3.double(), exact, rtol=1e-4, atol=1e-9)
+
+# ---------------------------------------------------------------------------------------------- fused gather
+
+
+def inputs(B=3, T=5, C=16, V=37, dtype=torch.float32, seed=0, scale=0.5):
+    hidden = torch.randn(B, T, C, generator=gen(seed)).to(dtype).requires_grad_()
+    weight = (scale * torch.randn(V, C, generator=gen(seed + 1))).to(dtype).requires_grad_()
+    targets = torch.randint(0, V, (B, T), generator=gen(seed + 2))
+    grad_out = torch.randn(B, T, generator=gen(seed + 3))
+    return hidden, weight, targets, grad_out
+
+
+# 4 and 7 divide neither B*T = 15 rows nor, as backward blocks of 9 and 17 columns, V = 37
+@pytest.mark.parametrize("chunk_size", [1, 4, 7, 15, 1000, None])
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_fused_matches_naive_float32(chunk_size, temperature):
+    hidden, weight, targets, grad_out = inputs()
+    fused = token_logprobs(hidden, weight, targets, temperature, chunk_size)
+    naive = naive_token_logprobs(hidden, weight, targets, temperature)
+    assert fused.shape == (3, 5) and fused.dtype == torch.float32
+    assert torch.allclose(fused, naive, atol=1e-5)
+    g_fused = torch.autograd.grad(fused, (hidden, weight), grad_out)
+    g_naive = torch.autograd.grad(naive, (hidden, weight), grad_out)
+    for a, b in zip(g_fused, g_naive):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_temperature_changes_the_distribution():
+    hidden, weight, targets, _ = inputs()
+    t1 = token_logprobs(hidden, weight, targets, 1.0)
+    t2 = token_logprobs(hidden, weight, targets, 2.0)
+    assert torch.allclose(t2, token_logprobs(hidden / 2, weight, targets, 1.0), atol=1e-6)
+    assert (t1 - t2).abs().max() > 0.1
+
+
+def test_gradcheck_float64():
+    hidden, weight, targets, _ = inputs(B=2, T=3, C=4, V=5, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda h, w: token_logprobs(h, w, targets, 0.9, chunk_size=4), (hidden, weight))
+
+
+def test_only_hidden_needs_grad():
+    hidden, weight, targets, grad_out = inputs()
+    weight.requires_grad_(False)
+    g, = torch.autograd.grad(token_logprobs(hidden, weight, targets, chunk_size=4), hidden, grad_out)
+    g_naive, = torch.autograd.grad(naive_token_logprobs(hidden, weight, targets), hidden, grad_out)
+    assert torch.allclose(g, g_naive, atol=1e-5)
+
+
+def test_entropy_from_the_same_pass():
+    hidden, weight, targets, _ = inputs()
+    logprobs, entropy = token_logprobs(hidden, weight, targets, 0.8, chunk_size=4, return_entropy=True)
+    logp_all = F.log_softmax(hidden @ weight.t() / 0.8, -1)  # (B, T, V)
+    assert torch.allclose(entropy, -(logp_all.exp() * logp_all).sum(-1), atol=1e-5)
+    assert not entropy.requires_grad
+    assert torch.equal(logprobs, token_logprobs(hidden, weight, targets, 0.8, chunk_size=4))
+
+
+def test_fused_never_saves_full_logits():
+    B, T, V = 4, 8, 50
+    hidden, weight, targets, _ = inputs(B=B, T=T, V=V)
+    for fn, expect_full in [(token_logprobs, False), (naive_token_logprobs, True)]:
+        sizes = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: sizes.append(t.numel()) or t, lambda t: t):
+            fn(hidden, weight, targets)
+        assert (max(sizes) >= B * T * V) == expect_full
+
+
+def test_bfloat16_autocast_within_stated_tolerance():
+    # bf16 rounds the logits (8 bits of mantissa): we allow 0.05 in log-prob (logits here are of size ~3)
+    # and 2% relative error in the gradients, against the float32 path; and fused ~ naive under the same autocast.
+    hidden, weight, targets, grad_out = inputs(C=64, V=101, scale=0.3)
+    ref = naive_token_logprobs(hidden, weight, targets, 0.8)
+    ref_grads = torch.autograd.grad(ref, (hidden, weight), grad_out)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fused = token_logprobs(hidden, weight, targets, 0.8, chunk_size=4)
+        naive = naive_token_logprobs(hidden, weight, targets, 0.8)
+    assert fused.dtype == torch.float32
+    assert (fused - ref).abs().max() < 0.05 and (fused - naive).abs().max() < 0.02
+    grads = torch.autograd.grad(fused, (hidden, weight), grad_out)
+    for g, r in zip(grads, ref_grads):
+        assert g.dtype == r.dtype == torch.float32
+        assert (g - r).norm() / r.norm() < 0.02
+
+
+def test_bfloat16_tensors_and_a_confident_model():
+    # pure bf16 parameters, and targets the model is nearly sure of (p_y ~ 0.99): 1 - p_y must not be lost
+    hidden, weight, targets, grad_out = inputs(C=32, V=50, scale=0.1)
+    with torch.no_grad():  # raise the target's logit at position (0, 0) by 8
+        weight[targets[0, 0]] += 8 * hidden[0, 0] / hidden[0, 0].norm() ** 2
+    h16, w16 = (x.detach().bfloat16().requires_grad_() for x in (hidden, weight))
+    fused = token_logprobs(h16, w16, targets, chunk_size=4)
+    ref = naive_token_logprobs(h16.double(), w16.double(), targets)  # exact maths on the same bf16 inputs
+    assert fused.dtype == torch.float32 and ref[0, 0].exp() > 0.98
+    assert (fused - ref).abs().max() < 0.05
+    grads = torch.autograd.grad(fused, (h16, w16), grad_out, retain_graph=True)
+    ref_grads = torch.autograd.grad(ref, (h16, w16), grad_out.double(), retain_graph=True)
+    for g, r in zip(grads, ref_grads):
+        assert g.dtype == torch.bfloat16
+        assert (g.double() - r).norm() / r.norm() < 0.02
+    one = torch.autograd.grad(fused[0, 0], h16)[0][0, 0].double()  # the confident token alone
+    one_ref = torch.autograd.grad(ref[0, 0], h16)[0][0, 0]
+    assert (one - one_ref).norm() / one_ref.norm() < 0.05

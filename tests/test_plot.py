@@ -1,0 +1,26 @@
+"""plot.py turns metrics.jsonl into an SVG: one line per panel, one dot per held-out eval."""
+import json
+
+import pytest
+
+import plot
+
+
+def test_svg_has_a_line_per_panel_and_a_dot_per_eval(tmp_path):
+    rows = [dict(stage="rl_eval", rl_step=0, acc=0.4, think_share=0.2, response_len=18.0)]
+    rows += [dict(stage="rl", rl_step=i, reward=i / 10, accuracy=i / 10, response_len=20 + i, think_share=i / 10)
+             for i in range(1, 6)]
+    rows += [dict(stage="rl_eval", rl_step=5, acc=0.9, think_share=1.0, response_len=30.0)]
+    src, dst = tmp_path / "m.jsonl", tmp_path / "f.svg"
+    src.write_text("\n".join(json.dumps(r) for r in rows))
+    plot.main(src, dst)
+    svg = dst.read_text()
+    assert svg.startswith("<svg") and svg.count("<polyline") == len(plot.PANELS)
+    assert svg.count("<circle") == 3 * 2  # accuracy, length, think share: two evals each; reward has none
+
+
+def test_a_run_without_rl_steps_is_refused_clearly(tmp_path):
+    src = tmp_path / "m.jsonl"
+    src.write_text(json.dumps(dict(stage="pretrain", step=1, loss=1.0)))
+    with pytest.raises(SystemExit, match="no RL step records"):
+        plot.main(src, tmp_path / "f.svg")
