@@ -426,16 +426,19 @@ if __name__ == "__main__":
                     print(f"pretrain step {step:5d} | loss {loss.item():.4f} | lr {lr_at(step):.2e} | {pretrain_s:.0f}s")
                     log(dict(stage="pretrain", step=step, loss=loss.item(), time=pretrain_s))
                 if step % cfg.eval_interval == 0 or step == cfg.pretrain_steps:
-                    ev = evaluate(eval_set)
+                    last = step == cfg.pretrain_steps  # the last one is also RL's starting point: add pass@k
+                    ev = evaluate(eval_set, cfg.passk_problems if last else 0)
+                    pretrain_eval = ev if last else None
                     show_eval(f"eval @ pretrain step {step}", ev)
                     log(dict(stage="pretrain_eval", step=step, **ev))
                     checkpoint()
         if resume and resume["stage"] == "rl" and cfg.init_from == "resume":
             pretrain_eval, pretrain_s, skipped = resume["pretrain_eval"], resume["pretrain_s"], resume["skipped"]
             success = resume["success"]
-        else:  # RL starts here: measure where it starts from
-            pretrain_eval = evaluate(eval_set, cfg.passk_problems)
-            show_eval("before RL", pretrain_eval)
+        else:  # RL starts here: measure where it starts from, unless pretraining just did
+            if pretrain_eval is None:
+                pretrain_eval = evaluate(eval_set, cfg.passk_problems)
+                show_eval("before RL", pretrain_eval)
             log(dict(stage="rl_eval", rl_step=0, **pretrain_eval))
 
         # ---------------------------------------------------------------------------------------- RL
@@ -447,7 +450,7 @@ if __name__ == "__main__":
         optimizer = torch.optim.AdamW(groups, lr=cfg.rl_lr, betas=(0.9, 0.99), weight_decay=0.0)
         if resume and resume["stage"] == "rl" and cfg.init_from == "resume":
             restore_state()
-        bad_steps, t_rl = 0, time.time()
+        bad_steps, t_rl, final = 0, time.time(), None
         while rl_step < cfg.rl_steps:
             t0 = time.time()
             # ---- sample
@@ -526,7 +529,7 @@ if __name__ == "__main__":
                 print(f"  sample: {pool[idx[0]].prompt.strip()} -> {texts[0]!r} [{grades[0].reason}, "
                       f"reward {rewards[0].item():.2f}, truth {pool[idx[0]].answer}]")
             if rl_step % cfg.rl_eval_interval == 0 or rl_step == cfg.rl_steps:
-                ev = evaluate(eval_set, cfg.passk_problems)
+                ev = final = evaluate(eval_set, cfg.passk_problems)
                 show_eval(f"eval @ RL step {rl_step}", ev)
                 log(dict(stage="rl_eval", rl_step=rl_step, **ev))
             if rl_step % cfg.save_interval == 0 or rl_step == cfg.rl_steps:
@@ -536,7 +539,8 @@ if __name__ == "__main__":
         sys.exit(f"\ninterrupted in {stage}: checkpoint saved to {ckpt_path}; continue with --init_from=resume")
 
     # -------------------------------------------------------------------------------------------- summary
-    final = evaluate(eval_set) if cfg.rl_steps else pretrain_eval
+    if final is None:  # the loop's last step evaluated already, unless it did not run (resumed a finished run)
+        final = evaluate(eval_set) if cfg.rl_steps else pretrain_eval
     wall = time.time() - T_START
     print(f"\nheld-out greedy accuracy ({len(eval_set)} problems: {cfg.families}, {cfg.digits} digits)")
     print(f"  {'':24s}{'accuracy':>10s}{'think share':>13s}{'response len':>14s}")
