@@ -454,11 +454,11 @@ if __name__ == "__main__":
         while rl_step < cfg.rl_steps:
             t0 = time.time()
             # ---- sample
+            n_draw = 2 * P if cfg.dynamic_sampling else P  # DAPO oversamples, then keeps P groups
             if cfg.curriculum:  # Kimi k1.5: favour prompts the policy does not solve yet (a floor: none starve)
-                idx = data_rng.choices(range(len(pool)), weights=(1.0 - success).clamp(min=0.05).tolist(),
-                                       k=P * (2 if cfg.dynamic_sampling else 1))
+                idx = data_rng.choices(range(len(pool)), weights=(1.0 - success).clamp(min=0.05).tolist(), k=n_draw)
             else:
-                idx = [data_rng.randrange(len(pool)) for _ in range(P * (2 if cfg.dynamic_sampling else 1))]
+                idx = [data_rng.randrange(len(pool)) for _ in range(n_draw)]
             model.eval()
             s = sample(model, [pool_ids[i] for i in idx], G, cfg.max_new_tokens, temperature=cfg.temperature,
                        eos_id=eos_id, generator=sample_gen, pad_id=pad_id)

@@ -10,8 +10,9 @@ follow one token at a time:
 The formats are chosen for a tiny model with learned positions. Sums and products are written with two digits
 (07, not 7), so each step of an addition sits at the same place in every problem of a size (a design choice; our
 one comparison was inconclusive). A subtraction column computes first and borrows after (5-7-0=-2+10=8), so no
-step has to look ahead; in one comparison (700 pretraining steps, then RL at lr 1e-4, seed 1337) held-out
-accuracy was 0.88 after 60 RL steps with the older borrow-first format (15-7-0=8) and 0.975 after 50 with this one.
+step has to look ahead. In one comparison (700 pretraining steps, think_prob 0.5, then RL at lr 1e-4, seed 1337)
+held-out accuracy was 0.88 after 60 RL steps with the older borrow-first format (15-7-0=8; commit bfbe904) and
+0.975 after 50 with this one (`OMP_NUM_THREADS=1 python train.py --rl_eval_interval=25`).
 Answers are exact strings: integers ("132", "-38") and reduced fractions ("7/3", "-1/2").
 
 The pretraining corpus imitates an imperfect teacher. Every response is
