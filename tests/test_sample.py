@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from model import GPT, GPTConfig
-from sample import draw, filter_logits, sample
+import sample as sample_module
+from sample import draw, filter_logits, packed_linears, sample
 
 V = 40
 CFG = GPTConfig(n_layer=2, n_head=4, n_embd=64, vocab_size=V, block_size=64)
@@ -293,6 +294,60 @@ def test_first_token_frequencies_match_the_tempered_softmax(temperature, top_k, 
     if temperature != 1.0:  # and the test can tell temperatures apart
         stat, dof = chi_square(counts, logits.softmax(-1))
         assert stat > dof + 20 * math.sqrt(2 * dof), (stat, dof)
+
+
+# ------------------------------------------------------------------ packed CPU weights (sample.packed_linears)
+
+PACKS = sample_module.PACK_CPU_WEIGHTS and torch.backends.mkldnn.is_available() and \
+    __import__("platform").machine().lower() in ("x86_64", "amd64")
+needs_packing = pytest.mark.skipif(not PACKS, reason="packed_linears is a no-op on this machine")
+
+
+def patched(model):
+    return [m for m in model.modules() if "forward" in vars(m)]
+
+
+@needs_packing
+def test_packed_linears_match_f_linear_and_are_undone_even_after_an_error():
+    model = tiny(13)
+    x = torch.randint(0, V, (3, 9))
+    with torch.no_grad():
+        for m in model.modules():  # GPT-2's init zeroes the biases, which would hide a dropped bias
+            if isinstance(m, torch.nn.Linear) and m.bias is not None:
+                m.bias.normal_()
+        plain = model(x)  # (3, 9, V)
+        with packed_linears(model, 3):
+            assert len(patched(model)) == 1 + 4 * CFG.n_layer  # the unembedding and 4 linears a block
+            packed = model(x)
+        assert patched(model) == []
+        with pytest.raises(RuntimeError, match="boom"), packed_linears(model, 3):
+            raise RuntimeError("boom")
+        assert patched(model) == []
+    torch.testing.assert_close(packed, plain, atol=1e-4, rtol=1e-5)  # logits of size ~10: rounding only
+
+
+def test_packed_linears_leave_other_dtypes_alone():
+    model = tiny(13).to(torch.bfloat16)
+    with packed_linears(model, 3):
+        assert patched(model) == []
+
+
+@needs_packing
+def test_packing_changes_nothing_sampled_and_sees_every_weight_update(monkeypatch):
+    """Weights are packed at every call: after an update, sample() must draw from the new weights."""
+    model, drawn = tiny(14), []
+    for step in range(2):
+        packed = sample(model, PROMPTS, 3, 10, eos_id=7, generator=gen(9))
+        monkeypatch.setattr(sample_module, "PACK_CPU_WEIGHTS", False)
+        plain = sample(model, PROMPTS, 3, 10, eos_id=7, generator=gen(9))
+        monkeypatch.setattr(sample_module, "PACK_CPU_WEIGHTS", True)
+        assert torch.equal(packed.tokens, plain.tokens)
+        torch.testing.assert_close(packed.logprobs, plain.logprobs, atol=1e-5, rtol=0)
+        drawn.append(packed.tokens)
+        with torch.no_grad():  # an "optimizer step" that changes every distribution
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * p.std())
+    assert not torch.equal(drawn[0], drawn[1])
 
 
 # ------------------------------------------------------------------ errors
