@@ -21,10 +21,10 @@ Randomness and log-probs:
 
 Speed: a decode step does little arithmetic per byte it reads (each weight meets only B rows, each cached key
 and value one query), so it is bound by memory reads: of the weights for GPT-2 small, of the KV cache for the
-default model at B = 64. Two choices make those reads fast on a CPU, each worth 1.2-2× (README): the cache is
-slot-major, so the part written so far is contiguous (model.KVCache), and on x86 the linears run through oneDNN
-on weights packed once per call (`packed_linears`). A torch.compile'd decode step was slower on CPU, so there is
-none.
+default model at B = 64. Two choices make those reads fast on a CPU: the cache is slot-major, so the part written
+so far is one contiguous block (model.KVCache), and on x86 the linears run through oneDNN on weights packed once
+per call (`packed_linears`; the benchmark prints what it is worth). A torch.compile'd decode step was slower on
+CPU, so there is none.
 
 Run: `python sample.py [--quick] [--device cuda] [--threads 1]` prints new tokens/s of this sampler against the
 naive recompute-everything reference (and transformers' generate, if installed); ~3 minutes on a 2-core CPU.
@@ -294,8 +294,13 @@ def benchmark(name, config, n_prompts, group_size, prompt_lens, max_new_tokens, 
         bound = f"{decode_bytes(model, B, max(prompt_lens), N) / bandwidth / kv_s:.0%}"
     kv_rate = results[0][2]
     dt = str(dtype).removeprefix("torch.")
-    return [f"| {name} | {dt} | {sampler} | {n} | {rate:,.0f} | {kv_rate / rate:.2f}× | {bound if i == 0 else ''} |"
+    rows = [f"| {name} | {dt} | {sampler} | {n} | {rate:,.0f} | {kv_rate / rate:.2f}× | {bound if i == 0 else ''} |"
             for i, (sampler, n, rate) in enumerate(results)]
+
+    def pack():
+        with packed_linears(model, B):
+            pass
+    return rows, f"{name}: packing the weights takes {timed(pack, device, repeats):.3f} s of each sample() call"
 
 
 if __name__ == "__main__":
@@ -318,16 +323,20 @@ if __name__ == "__main__":
     print("| --- | --- | --- | --- | --- | --- | --- |")
     rng = random.Random(0)
     small = GPTConfig()
-    lines = benchmark(f"(a) GPTConfig() {small.n_layer}L/{small.n_embd}d, P=8 G=8, prompt 12-20", small, 8, 8,
-                      [rng.randint(12, 20) for _ in range(8)], N, 64 if cuda else (4 if args.quick else 16),
-                      device, torch.float32, repeats, args.bandwidth)
-    print("\n".join(lines), flush=True)
+    rows, note = benchmark(f"(a) GPTConfig() {small.n_layer}L/{small.n_embd}d, P=8 G=8, prompt 12-20", small, 8, 8,
+                           [rng.randint(12, 20) for _ in range(8)], N, 64 if cuda else (4 if args.quick else 16),
+                           device, torch.float32, repeats, args.bandwidth)
+    print("\n".join(rows), flush=True)
+    notes = [note]
     gpt2 = GPTConfig(n_layer=12, n_head=12, n_embd=768, vocab_size=50257, block_size=1024)
     for dtype in (torch.float32, torch.bfloat16) if cuda else (torch.float32,):
-        lines = benchmark("(b) GPT-2 small 124M, P=8 G=1, prompt 32", gpt2, 8, 1, [32] * 8, N,
-                          8 if cuda else (1 if args.quick else 2), device, dtype, repeats, args.bandwidth)
-        print("\n".join(lines), flush=True)
+        rows, note = benchmark("(b) GPT-2 small 124M, P=8 G=1, prompt 32", gpt2, 8, 1, [32] * 8, N,
+                               8 if cuda else (1 if args.quick else 2), device, dtype, repeats, args.bandwidth)
+        print("\n".join(rows), flush=True)
+        notes.append(note)
     print("The naive reference runs rows one after another, so its rate is measured on the first rows only.")
+    if not cuda:  # packed_linears does nothing on CUDA
+        print("\n".join(notes))
     if cuda:
         print(f"Bandwidth bound: weights + KV cache read per decode step at {args.bandwidth:.3g} B/s; the time "
               "measured includes the prefill.")
