@@ -40,7 +40,7 @@ from model import GPT, GPTConfig
 from sample import sample
 from data.tokenizer import get_tokenizer, encode, decode, EOS, PAD, VOCAB_SIZE
 from data.tasks import FAMILIES, generate_problems, demonstration
-from verify import grade, reward
+from verify import grade
 from advantage import group_advantages, length_rewards, group_stats
 from grpo import token_logprobs, grpo_loss, masked_mean, LOSS_AGGS
 
@@ -292,8 +292,8 @@ if __name__ == "__main__":
     eval_set = generate_problems(cfg.eval_problems, seed=cfg.seed + 1, split="test", families=families,
                                  digits=cfg.digits)
     pool = generate_problems(cfg.rl_pool, seed=cfg.seed + 2, families=families, digits=cfg.digits)  # RL prompts
-    pool_ids = [encode(enc, p.prompt) for p in pool]
-    check_config(cfg, max(len(encode(enc, p.prompt)) for p in eval_set + pool))
+    eval_ids, pool_ids = ([encode(enc, p.prompt) for p in problems] for problems in (eval_set, pool))
+    check_config(cfg, max(map(len, eval_ids + pool_ids)))
     use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     dtype_why = "bf16 autocast (the GPU supports it)" if use_bf16 else f"fp32 (no bf16 autocast on {device.type})"
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
@@ -341,24 +341,25 @@ if __name__ == "__main__":
         rows = s.tokens[:, s.prompt_len:].tolist()
         return [decode(enc, row[:n - fin]) for row, n, fin in zip(rows, s.lengths.tolist(), s.finished.tolist())]
 
-    def evaluate(problems, passk_problems=0):
-        """Greedy accuracy per family, think share and response length; pass@1 / pass@G from G samples."""
+    def evaluate(passk_problems=0):
+        """On the held-out set: greedy accuracy per family, think share and response length; pass@1 / pass@G
+        from G samples of the first passk_problems."""
         model.eval()
         correct, think, lengths = {f: [] for f in families}, [], []
-        for i in range(0, len(problems), 256):
-            chunk = problems[i:i + 256]
-            s = sample(model, [encode(enc, p.prompt) for p in chunk], 1, cfg.max_new_tokens, temperature=0,
-                       eos_id=eos_id, pad_id=pad_id)
+        for i in range(0, len(eval_set), 256):
+            chunk = eval_set[i:i + 256]
+            s = sample(model, eval_ids[i:i + 256], 1, cfg.max_new_tokens, temperature=0, eos_id=eos_id,
+                       pad_id=pad_id)
             for p, text, n, fin in zip(chunk, completions(s), s.lengths.tolist(), s.finished.tolist()):
                 correct[p.family].append(fin and grade(text, p.answer).correct)
                 think.append(thinks(text))
                 lengths.append(n)
-        out = dict(acc=sum(map(sum, correct.values())) / len(problems),
+        out = dict(acc=sum(map(sum, correct.values())) / len(eval_set),
                    **{f"acc_{f}": sum(v) / max(len(v), 1) for f, v in correct.items()},
                    think_share=sum(think) / len(think), response_len=sum(lengths) / len(lengths))
         if passk_problems:
-            chunk = problems[:passk_problems]
-            s = sample(model, [encode(enc, p.prompt) for p in chunk], G, cfg.max_new_tokens,
+            chunk = eval_set[:passk_problems]
+            s = sample(model, eval_ids[:passk_problems], G, cfg.max_new_tokens,
                        temperature=cfg.temperature, eos_id=eos_id, pad_id=pad_id,
                        generator=torch.Generator().manual_seed(cfg.seed + 5))
             ok = [fin and grade(t, chunk[r // G].answer).correct for r, (t, fin) in
@@ -427,7 +428,7 @@ if __name__ == "__main__":
                     log(dict(stage="pretrain", step=step, loss=loss.item(), time=pretrain_s))
                 if step % cfg.eval_interval == 0 or step == cfg.pretrain_steps:
                     last = step == cfg.pretrain_steps  # the last one is also RL's starting point: add pass@k
-                    ev = evaluate(eval_set, cfg.passk_problems if last else 0)
+                    ev = evaluate(cfg.passk_problems if last else 0)
                     pretrain_eval = ev if last else None
                     show_eval(f"eval @ pretrain step {step}", ev)
                     log(dict(stage="pretrain_eval", step=step, **ev))
@@ -437,7 +438,7 @@ if __name__ == "__main__":
             success = resume["success"]
         else:  # RL starts here: measure where it starts from, unless pretraining just did
             if pretrain_eval is None:
-                pretrain_eval = evaluate(eval_set, cfg.passk_problems)
+                pretrain_eval = evaluate(cfg.passk_problems)
                 show_eval("before RL", pretrain_eval)
             log(dict(stage="rl_eval", rl_step=0, **pretrain_eval))
 
@@ -465,8 +466,8 @@ if __name__ == "__main__":
             # ---- verify: the reward is the verifier's; a truncated response earns nothing
             texts = completions(s)
             grades = [grade(t, pool[idx[r // G]].answer) for r, t in enumerate(texts)]
-            rewards = torch.tensor([reward(t, pool[idx[r // G]].answer, cfg.format_bonus) if fin else 0.0
-                                    for r, (t, fin) in enumerate(zip(texts, s.finished.tolist()))])  # (B,)
+            rewards = torch.tensor([g.reward(cfg.format_bonus) if fin else 0.0
+                                    for g, fin in zip(grades, s.finished.tolist())])  # (B,)
             if cfg.dynamic_sampling:  # DAPO: we drew 2P prompts; keep P groups, those with signal first
                 signal = rewards.view(-1, G).std(1) > 0  # (2P,)
                 keep = sorted(range(len(idx)), key=lambda i: not signal[i])[:P]
@@ -529,7 +530,7 @@ if __name__ == "__main__":
                 print(f"  sample: {pool[idx[0]].prompt.strip()} -> {texts[0]!r} [{grades[0].reason}, "
                       f"reward {rewards[0].item():.2f}, truth {pool[idx[0]].answer}]")
             if rl_step % cfg.rl_eval_interval == 0 or rl_step == cfg.rl_steps:
-                ev = final = evaluate(eval_set, cfg.passk_problems)
+                ev = final = evaluate(cfg.passk_problems)
                 show_eval(f"eval @ RL step {rl_step}", ev)
                 log(dict(stage="rl_eval", rl_step=rl_step, **ev))
             if rl_step % cfg.save_interval == 0 or rl_step == cfg.rl_steps:
@@ -540,7 +541,7 @@ if __name__ == "__main__":
 
     # -------------------------------------------------------------------------------------------- summary
     if final is None:  # the loop's last step evaluated already, unless it did not run (resumed a finished run)
-        final = evaluate(eval_set) if cfg.rl_steps else pretrain_eval
+        final = evaluate() if cfg.rl_steps else pretrain_eval
     wall = time.time() - T_START
     print(f"\nheld-out greedy accuracy ({len(eval_set)} problems: {cfg.families}, {cfg.digits} digits)")
     print(f"  {'':24s}{'accuracy':>10s}{'think share':>13s}{'response len':>14s}")

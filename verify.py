@@ -71,6 +71,10 @@ class Grade:
     reason: str                # a short code, see the docstring
     answer: str | None = None  # the raw text between the answer tags, when the tags are right
 
+    def reward(self, format_bonus: float = 0.0) -> float:
+        """1 if correct, plus format_bonus if well formatted (right or wrong): the only reward RL ever sees."""
+        return float(self.correct) + (format_bonus if self.formatted else 0.0)
+
 
 def _parse_truth(truth):
     if not isinstance(truth, str) or not _TRUTH.fullmatch(truth):
@@ -178,8 +182,7 @@ def grade(response: str, truth: str) -> Grade:
 
 
 def reward(response: str, truth: str, format_bonus: float = 0.0) -> float:
-    g = grade(response, truth)
-    return float(g.correct) + (format_bonus if g.formatted else 0.0)
+    return grade(response, truth).reward(format_bonus)
 
 
 def extract_answer(response: str) -> str | None:
