@@ -252,7 +252,8 @@ def timed(fn, device, repeats):
 
 def benchmark(name, config, n_prompts, group_size, prompt_lens, max_new_tokens, naive_rows, device, dtype,
               repeats, bandwidth):
-    """Times sample(), the naive reference and (if installed) transformers on one batch; returns table rows."""
+    """Times sample(), the naive reference and (if installed) transformers on one batch; returns the table rows
+    and a line saying what packing the weights costs."""
     torch.manual_seed(0)
     model = GPT(config).to(device, dtype).eval()
     g = torch.Generator(device).manual_seed(0)
@@ -294,13 +295,13 @@ def benchmark(name, config, n_prompts, group_size, prompt_lens, max_new_tokens, 
         bound = f"{decode_bytes(model, B, max(prompt_lens), N) / bandwidth / kv_s:.0%}"
     kv_rate = results[0][2]
     dt = str(dtype).removeprefix("torch.")
-    rows = [f"| {name} | {dt} | {sampler} | {n} | {rate:,.0f} | {kv_rate / rate:.2f}× | {bound if i == 0 else ''} |"
-            for i, (sampler, n, rate) in enumerate(results)]
+    table = [f"| {name} | {dt} | {sampler} | {n} | {rate:,.0f} | {kv_rate / rate:.2f}× | {bound if i == 0 else ''} |"
+             for i, (sampler, n, rate) in enumerate(results)]
 
     def pack():
         with packed_linears(model, B):
             pass
-    return rows, f"{name}: packing the weights takes {timed(pack, device, repeats):.3f} s of each sample() call"
+    return table, f"{name}: packing the weights takes {timed(pack, device, repeats):.3f} s of each sample() call"
 
 
 if __name__ == "__main__":
