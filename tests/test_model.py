@@ -52,6 +52,26 @@ def test_kv_cache_prefill_then_decode_equals_full_forward():
     assert torch.allclose(torch.cat(out, 1), full, atol=1e-5)
 
 
+def test_kv_cache_decoding_a_left_padded_batch_equals_the_full_forward():
+    """The one-token decode path (a multiply-sum over the slot-major cache) with a padding mask and per-row
+    positions gives the logits of one full forward pass over the same padded batch."""
+    model = tiny(5)
+    lens, T, prefill = [2, 6, 4], 10, 6  # real prompt lengths, total columns, padded prompt width
+    x = torch.randint(0, 50, (3, T))
+    mask = torch.ones(3, T, dtype=torch.bool)
+    for i, n in enumerate(lens):
+        mask[i, :prefill - n] = False  # left padding
+    pos = (mask.long().cumsum(1) - 1).clamp(min=0)
+    full = model(x, pos=pos, mask=mask)  # (3, T, V)
+    cache = model.make_cache(3, T)
+    out = [model(x[:, :prefill], pos=pos[:, :prefill], mask=mask[:, :prefill], cache=cache)]
+    for t in range(prefill, T):
+        out.append(model(x[:, t:t + 1], pos=pos[:, t:t + 1], mask=mask[:, :t + 1], cache=cache, start=t))
+    out = torch.cat(out, 1)  # (3, T, V)
+    assert torch.allclose(out[mask], full[mask], atol=1e-5)
+    assert cache.k.shape == (CFG.n_layer, T, 3, CFG.n_head, CFG.n_embd // CFG.n_head)  # slot-major
+
+
 def test_hidden_states_times_unembedding_are_the_logits():
     model = tiny(3)
     x = torch.randint(0, 50, (2, 7))
