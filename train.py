@@ -46,6 +46,10 @@ from grpo import token_logprobs, grpo_loss, masked_mean, LOSS_AGGS
 
 T_START = time.time()
 ADVANTAGES = ("grpo", "drgrpo", "rloo", "none")
+RL_LINE = ("rl {rl_step:4d} | reward {reward:.3f} acc {accuracy:.3f} fmt {format_rate:.2f} | zero-signal "
+           "{zero_signal:.2f} (pred {zero_signal_pred:.2f}) | len {response_len:.1f} (ok {len_correct:.1f} / bad "
+           "{len_wrong:.1f}) | think {think_share:.2f} trunc {truncated:.2f} | kl {kl:.4f} clip {clip_frac:.3f} ent "
+           "{entropy:.3f} gnorm {grad_norm:.2f} dlp {lp_diff:.1e} | {sample_s:.1f}s + {train_s:.1f}s")  # one per step
 
 
 def knob(default, help):
@@ -324,6 +328,7 @@ if __name__ == "__main__":
         # resume continues the run where it stopped; a checkpoint from another run starts a new RL stage from it
         stage = resume["stage"] if cfg.init_from == "resume" else "rl"
         print(f"loaded {path}: stage {resume['stage']}, pretrain step {step}, RL step {rl_step}")
+    resume_rl = cfg.init_from == "resume" and stage == "rl"  # continue an RL stage where it stopped
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [dict(params=[p for p in params if p.dim() >= 2], weight_decay=cfg.weight_decay),
@@ -433,7 +438,7 @@ if __name__ == "__main__":
                     show_eval(f"eval @ pretrain step {step}", ev)
                     log(dict(stage="pretrain_eval", step=step, **ev))
                     checkpoint()
-        if resume and resume["stage"] == "rl" and cfg.init_from == "resume":
+        if resume_rl:
             pretrain_eval, pretrain_s, skipped = resume["pretrain_eval"], resume["pretrain_s"], resume["skipped"]
             success = resume["success"]
         else:  # RL starts here: measure where it starts from, unless pretraining just did
@@ -449,7 +454,7 @@ if __name__ == "__main__":
             ref_model = GPT(model.config).to(device).eval().requires_grad_(False)
             ref_model.load_state_dict(resume["ref_model"] if resume and resume.get("ref_model") else model.state_dict())
         optimizer = torch.optim.AdamW(groups, lr=cfg.rl_lr, betas=(0.9, 0.99), weight_decay=0.0)
-        if resume and resume["stage"] == "rl" and cfg.init_from == "resume":
+        if resume_rl:
             restore_state()
         bad_steps, t_rl, final = 0, time.time(), None
         while rl_step < cfg.rl_steps:
@@ -519,13 +524,7 @@ if __name__ == "__main__":
                        lp_diff=agg["lp_diff"], sample_s=t_sample, train_s=time.time() - t1, skipped=skipped)
             log(rec)
             if rl_step % cfg.log_interval == 0:
-                print(f"rl {rl_step:4d} | reward {rec['reward']:.3f} acc {rec['accuracy']:.3f} "
-                      f"fmt {rec['format_rate']:.2f} | zero-signal {rec['zero_signal']:.2f} "
-                      f"(pred {rec['zero_signal_pred']:.2f}) | len {rec['response_len']:.1f} "
-                      f"(ok {rec['len_correct']:.1f} / bad {rec['len_wrong']:.1f}) | think {rec['think_share']:.2f} "
-                      f"trunc {rec['truncated']:.2f} | kl {rec['kl']:.4f} clip {rec['clip_frac']:.3f} "
-                      f"ent {rec['entropy']:.3f} gnorm {grad_norm:.2f} dlp {rec['lp_diff']:.1e} | "
-                      f"{t_sample:.1f}s + {rec['train_s']:.1f}s")
+                print(RL_LINE.format(**rec))
             if rl_step % cfg.sample_interval == 0:
                 print(f"  sample: {pool[idx[0]].prompt.strip()} -> {texts[0]!r} [{grades[0].reason}, "
                       f"reward {rewards[0].item():.2f}, truth {pool[idx[0]].answer}]")
