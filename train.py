@@ -341,10 +341,13 @@ if __name__ == "__main__":
         metrics_file.write(json.dumps(record) + "\n")
         metrics_file.flush()
 
-    def completions(s):
-        """Decoded responses of a Samples batch, without the EOS the verifier must not see."""
+    def judge(s, answers):
+        """A Samples batch's responses decoded (without the EOS the verifier must not see) and graded against
+        answers (one per row). correct (B,), on the CPU: the right answer *and* an EOS; truncated never counts."""
         rows = s.tokens[:, s.prompt_len:].tolist()
-        return [decode(enc, row[:n - fin]) for row, n, fin in zip(rows, s.lengths.tolist(), s.finished.tolist())]
+        texts = [decode(enc, row[:n - fin]) for row, n, fin in zip(rows, s.lengths.tolist(), s.finished.tolist())]
+        grades = [grade(t, a) for t, a in zip(texts, answers)]
+        return texts, grades, torch.tensor([g.correct for g in grades]) & s.finished.cpu()
 
     def evaluate(passk_problems=0):
         """On the held-out set: greedy accuracy per family, think share and response length; pass@1 / pass@G
@@ -355,8 +358,9 @@ if __name__ == "__main__":
             chunk = eval_set[i:i + 256]
             s = sample(model, eval_ids[i:i + 256], 1, cfg.max_new_tokens, temperature=0, eos_id=eos_id,
                        pad_id=pad_id)
-            for p, text, n, fin in zip(chunk, completions(s), s.lengths.tolist(), s.finished.tolist()):
-                correct[p.family].append(fin and grade(text, p.answer).correct)
+            texts, _, ok = judge(s, [p.answer for p in chunk])
+            for p, text, c, n in zip(chunk, texts, ok.tolist(), s.lengths.tolist()):
+                correct[p.family].append(c)
                 think.append(thinks(text))
                 lengths.append(n)
         out = dict(acc=sum(map(sum, correct.values())) / len(eval_set),
@@ -367,9 +371,7 @@ if __name__ == "__main__":
             s = sample(model, eval_ids[:passk_problems], G, cfg.max_new_tokens,
                        temperature=cfg.temperature, eos_id=eos_id, pad_id=pad_id,
                        generator=torch.Generator().manual_seed(cfg.seed + 5))
-            ok = [fin and grade(t, chunk[r // G].answer).correct for r, (t, fin) in
-                  enumerate(zip(completions(s), s.finished.tolist()))]
-            c = [sum(ok[i * G:(i + 1) * G]) for i in range(len(chunk))]
+            c = judge(s, [p.answer for p in chunk for _ in range(G)])[2].view(-1, G).sum(1).tolist()
             out.update({f"pass@{k}": sum(pass_at_k(G, ci, k) for ci in c) / len(c) for k in (1, G)})
         model.train()
         return out
@@ -469,8 +471,7 @@ if __name__ == "__main__":
             s = sample(model, [pool_ids[i] for i in idx], G, cfg.max_new_tokens, temperature=cfg.temperature,
                        eos_id=eos_id, generator=sample_gen, pad_id=pad_id)
             # ---- verify: the reward is the verifier's; a truncated response earns nothing
-            texts = completions(s)
-            grades = [grade(t, pool[idx[r // G]].answer) for r, t in enumerate(texts)]
+            texts, grades, correct = judge(s, [pool[i].answer for i in idx for _ in range(G)])
             rewards = torch.tensor([g.reward(cfg.format_bonus) if fin else 0.0
                                     for g, fin in zip(grades, s.finished.tolist())])  # (B,)
             if cfg.dynamic_sampling:  # DAPO: we drew 2P prompts; keep P groups, those with signal first
@@ -479,16 +480,15 @@ if __name__ == "__main__":
                 rows = torch.tensor([i * G + j for i in keep for j in range(G)])
                 s = dataclasses.replace(s, **{f.name: getattr(s, f.name)[rows] for f in dataclasses.fields(s)
                                               if f.name != "prompt_len"})
-                idx, rewards = [idx[i] for i in keep], rewards[rows]
+                idx, rewards, correct = [idx[i] for i in keep], rewards[rows], correct[rows]
                 texts, grades = [texts[r] for r in rows], [grades[r] for r in rows]
-            correct = torch.tensor([g.correct for g in grades]) & s.finished  # (B,)
             for i, c in zip(idx, correct.view(P, G).float().mean(1).tolist()):
                 success[i] = 0.7 * success[i] + 0.3 * c
             # ---- advantage (after optional reward shaping)
             stats = group_stats(rewards, G)
             shaped = rewards  # (B,) what the advantages see; `rewards` stays the verifier's, for logging
             if cfg.length_weight > 0 and rl_step >= cfg.length_start:
-                shaped = rewards + cfg.length_weight * length_rewards(s.lengths, correct, G)
+                shaped = rewards + cfg.length_weight * length_rewards(s.lengths.cpu(), correct, G)
             advantages = group_advantages(shaped, G, method=cfg.advantage, unbiased_std=cfg.unbiased_std).to(device)
             t_sample = time.time() - t0
 
@@ -511,7 +511,7 @@ if __name__ == "__main__":
             rl_step += 1
 
             # ---- log
-            lengths, fin = s.lengths.float(), s.finished
+            lengths, fin = s.lengths.float().cpu(), s.finished.cpu()  # (B,) each
             think = torch.tensor([thinks(t) for t in texts])
             rec = dict(stage="rl", rl_step=rl_step, reward=rewards.mean().item(), accuracy=correct.float().mean().item(),
                        format_rate=sum(g.formatted for g in grades) / len(grades),
