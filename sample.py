@@ -266,11 +266,11 @@ def benchmark(name, config, n_prompts, group_size, prompt_lens, max_new_tokens, 
         for row in rows:
             model.generate(row, N, temperature=1.0, generator=g)
 
-    def unpacked():  # the same call on plain F.linear: what packed_linears is worth
+    def unpacked(n=N):  # the same call on plain F.linear: what packed_linears is worth
         global PACK_CPU_WEIGHTS
         PACK_CPU_WEIGHTS = False
         try:
-            sample(model, prompts, group_size, N, generator=g)
+            sample(model, prompts, group_size, n, generator=g)
         finally:
             PACK_CPU_WEIGHTS = True
 
@@ -283,7 +283,7 @@ def benchmark(name, config, n_prompts, group_size, prompt_lens, max_new_tokens, 
         variants.append(("transformers generate", B, hf))
         hf()  # warm up (allocator, kernels, thread pools)
     sample(model, prompts, group_size, 4, generator=g)
-    unpacked()
+    unpacked(4)
     model.generate(rows[0], 4, generator=g)
     best = [float("inf")] * len(variants)
     for _ in range(repeats):  # alternate the variants, so that a slow spell of the machine hits them all alike
