@@ -13,7 +13,7 @@ The equations, for one group r_1..r_G with mean mu (REINFORCE: grad J = E[A grad
     none     A_i = r_i                     (vanilla REINFORCE, no baseline)
 Any baseline b that does not depend on y_i leaves the gradient unbiased, because E[grad log pi] = grad sum pi = 0;
 the group mean depends on y_i a little (weight 1/G), which is the bias RLOO removes.
-Worked numbers (CONCEPTS.md sec. 3): r = [1,0,1,0,0,1,0,0], population sigma -> A = +1.291 / -0.7746;
+Worked numbers: r = [1,0,1,0,0,1,0,0], population sigma -> A = +1.291 / -0.7746;
 r = [1,0,1,0], Bessel sigma -> A = +-0.866. With pass rate p, a share p^G + (1-p)^G of groups is all-equal.
 
 Choices, and how this differs from the papers:
@@ -107,11 +107,11 @@ if __name__ == "__main__":
     r8 = torch.tensor([1., 0, 1, 0, 0, 1, 0, 0])
     print("r = [1,0,1,0,0,1,0,0]")
     print("  grpo, population sigma  ", group_advantages(r8, 8))
-    print("  same with eps = 0       ", group_advantages(r8, 8, eps=0.0), "(CONCEPTS.md: +1.291 / -0.7746)")
+    print("  same with eps = 0       ", group_advantages(r8, 8, eps=0.0), "(by hand: +1.291 / -0.7746)")
     r4 = torch.tensor([1., 0, 1, 0])
     print("r = [1,0,1,0]")
-    print("  grpo, Bessel sigma      ", group_advantages(r4, 4, unbiased_std=True), "(CONCEPTS.md: +-0.866)")
-    print("  mean baseline (drgrpo)  ", group_advantages(r4, 4, "drgrpo"), "(CONCEPTS.md sec. 2: +-0.5)")
+    print("  grpo, Bessel sigma      ", group_advantages(r4, 4, unbiased_std=True), "(by hand: +-0.866)")
+    print("  mean baseline (drgrpo)  ", group_advantages(r4, 4, "drgrpo"), "(by hand: +-0.5)")
     print("  leave-one-out (rloo)    ", group_advantages(r4, 4, "rloo"))
     print("  no baseline (none)      ", group_advantages(r4, 4, "none"))
     easy_hard = torch.tensor([1., 1, 1, 1, 0, 0, 0, 0])

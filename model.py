@@ -8,14 +8,13 @@ RL needs the log-probability of *every* generated token, so `forward` returns lo
 final hidden states, which grpo.py multiplies by the unembedding chunk by chunk to save memory).
 
 Choices, and how this differs from GPT-2 / nanoGPT:
- 1. Learned absolute positions (GPT-2's choice) rather than RoPE: they are one embedding table a student can
-    print, and they let us load GPT-2 weights unchanged. Positions are passed per row, so a left-padded prompt
-    starts at position 0 like it would alone.
+ 1. Learned absolute positions (GPT-2's choice) rather than RoPE: one embedding table a student can print.
+    Positions are passed per row, so a left-padded prompt starts at position 0 as it would alone.
  2. Padding is handled by a key mask: a real token never attends to a padding slot. Together with per-row
-    positions, every row of a padded batch gets exactly the logits it would get alone (tests/test_model.py).
+    positions (`positions`), every row of a padded batch gets exactly the logits it would get alone
+    (tests/test_model.py).
  3. An optional static KVCache (preallocated, written in place by slot index, never grown with torch.cat).
     `forward(idx, cache=cache, start=s)` writes the new keys/values at slots [s, s+T) and attends to [0, s+T).
-    It is slot-major, (L, S, B, H, D), and a one-token step attends by a multiply-sum over it (KVCache says why).
  4. A naive `generate` that recomputes the whole context every step: slow and obvious, the reference that
     sample.py's fast sampler is tested against.
 
@@ -54,31 +53,34 @@ class LayerNorm(nn.Module):
 
 
 class KVCache(nn.Module):
-    """Preallocated keys and values for every layer: k, v of shape (L, S_max, B, H, D), written by slot index.
-
-    Slot-major on purpose: the slots written so far are then one contiguous block of memory. In the usual
-    (B, H, S_max, D) layout every row and head leaves its unwritten slots as a gap, and on our 2-core CPU a
-    half-filled cache was then read about half as fast as a contiguous one (our guess: the hardware prefetcher
-    restarts at every gap). An nn.Module only so that `.to(device)` moves it; it holds buffers, no parameters."""
+    """Preallocated keys and values for every layer, k and v of shape (L, B, H, S_max, D), written by slot index.
+    An nn.Module only so that `.to(device)` moves it; it holds buffers, no parameters."""
 
     def __init__(self, n_layer, batch_size, n_head, max_len, head_dim, device=None, dtype=torch.float32):
         super().__init__()
-        shape = (n_layer, max_len, batch_size, n_head, head_dim)
+        shape = (n_layer, batch_size, n_head, max_len, head_dim)
         self.register_buffer("k", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
         self.register_buffer("v", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
 
     def update(self, layer, start, k, v):
         """Write k, v (B, H, T, D) at slots [start, start+T) and return all keys/values up to there."""
         end = start + k.size(2)
-        self.k[layer, start:end] = k.permute(2, 0, 1, 3)
-        self.v[layer, start:end] = v.permute(2, 0, 1, 3)
-        return self.k[layer, :end], self.v[layer, :end]  # (S, B, H, D) each
+        self.k[layer, :, :, start:end] = k
+        self.v[layer, :, :, start:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]  # (B, H, S, D) each
+
+
+def positions(key_mask):
+    """(B, S) positions of a left-padded batch from its key mask (B, S): each row's first real token is at 0, as
+    if it were alone. Padding slots get 0 too; no real token ever attends to them."""
+    return (key_mask.long().cumsum(1) - 1).clamp(min=0)
 
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, config, layer):
         super().__init__()
-        assert config.n_embd % config.n_head == 0
+        if config.n_embd % config.n_head:
+            raise ValueError(f"n_embd={config.n_embd} must be a multiple of n_head={config.n_head}")
         self.layer, self.n_head, self.dropout = layer, config.n_head, config.dropout
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
@@ -88,19 +90,9 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.c_attn(x).split(C, dim=2)  # (B, T, C) each
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
         if cache is not None:
-            k, v = cache.update(self.layer, start, k, v)  # (S, B, H, D) each
-        if cache is not None and T == 1:
-            # Decoding one token: each row has a single query, so its scores are just dot products with the cached
-            # keys. A broadcast multiply-sum streams the contiguous cache block; SDPA would walk B·H strided slices.
-            keep = attn_mask[:, 0, 0].t()[:, :, None]  # (S, B, 1), or (S, 1, 1) without a padding mask
-            att = (k * q[:, :, 0]).sum(-1) * q.size(-1) ** -0.5  # (S, B, H)
-            att = att.masked_fill(~keep, float("-inf")).softmax(0)  # (S, B, H)
-            y = (v * att[..., None]).sum(0)[:, :, None]  # (B, H, 1, D); no dropout: the cache is for inference
-        else:
-            if cache is not None:
-                k, v = k.permute(1, 2, 0, 3), v.permute(1, 2, 0, 3)  # (B, H, S, D) views
-            dropout = self.dropout if self.training else 0.0
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)  # (B, H, T, D)
+            k, v = cache.update(self.layer, start, k, v)  # (B, H, S, D) each
+        dropout = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)  # (B, H, T, D)
         return self.c_proj(y.transpose(1, 2).reshape(B, T, C))
 
 
@@ -164,26 +156,25 @@ class GPT(nn.Module):
         return KVCache(c.n_layer, batch_size, c.n_head, max_len, c.n_embd // c.n_head,
                        device=device or p.device, dtype=dtype or p.dtype)
 
-    def forward(self, idx, pos=None, mask=None, cache=None, start=0, return_hidden=False):
-        """idx (B, T) token ids; pos (B, T) their positions (default 0..T-1, offset by `start`);
-        mask (B, S) bool, True where a key slot holds a real token (default: all real).
+    def forward(self, idx, pos=None, key_mask=None, cache=None, start=0, return_hidden=False):
+        """idx (B, T) token ids; pos (B, T) their positions (default start..start+T-1; see `positions`);
+        key_mask (B, S) bool, True where a key slot holds a real token (default: all real).
         With a cache, the T new tokens occupy slots [start, start+T) and attend to every real slot before them.
         Returns logits (B, T, V), or with return_hidden the final normalised hidden states (B, T, C)."""
         B, T = idx.shape
         S = start + T
-        device = idx.device
+        if S > self.config.block_size:  # positions never exceed slots, so this bounds them with no device sync
+            raise ValueError(f"{S} slots (start {start} + {T} tokens) exceed block_size={self.config.block_size}")
+        slots = torch.arange(S, device=idx.device)  # (S,)
         if pos is None:
-            pos = torch.arange(start, S, device=device).expand(B, T)  # (B, T)
-        if int(pos.max()) >= self.config.block_size:
-            raise ValueError(f"position {int(pos.max())} is beyond block_size={self.config.block_size}")
-        slots = torch.arange(S, device=device)  # (S,)
+            pos = slots[start:].expand(B, T)  # (B, T)
         causal = slots[None, :] <= slots[start:, None]  # (T, S): query slot start+i sees key slots <= itself
-        if mask is None:
+        if key_mask is None:
             attn_mask = causal[None, None]  # (1, 1, T, S)
         else:
             # A padding query would see no key at all (softmax of nothing is NaN); let every query see itself.
             own = slots[None, :] == slots[start:, None]  # (T, S)
-            attn_mask = (causal & (mask[:, None, :] | own))[:, None]  # (B, 1, T, S)
+            attn_mask = (causal & (key_mask[:, None, :] | own))[:, None]  # (B, 1, T, S)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
         for block in self.transformer.h:
             x = block(x, attn_mask, cache, start)
@@ -205,27 +196,6 @@ class GPT(nn.Module):
             if eos_id is not None and int(nxt) == eos_id:
                 break
         return idx
-
-    @classmethod
-    def from_hf_state_dict(cls, sd, config):
-        """Build a GPT from a Hugging Face GPT2LMHeadModel state dict (`model.state_dict()`).
-        HF's GPT-2 stores its linears as Conv1D, i.e. transposed (in, out); ours are nn.Linear (out, in)."""
-        model = cls(config)
-        ours = model.state_dict()
-        transposed = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-        sd = {k: v for k, v in sd.items() if not k.endswith((".attn.bias", ".attn.masked_bias"))}  # causal buffers
-        missing = set(ours) - set(sd)
-        if missing:
-            raise ValueError(f"state dict lacks {sorted(missing)[:5]} ...")
-        with torch.no_grad():
-            for k, v in sd.items():
-                if k not in ours:
-                    raise ValueError(f"unexpected key {k!r} in the state dict")
-                v = v.t() if k.endswith(transposed) else v
-                if v.shape != ours[k].shape:
-                    raise ValueError(f"{k}: shape {tuple(v.shape)} does not fit {tuple(ours[k].shape)}")
-                ours[k].copy_(v)
-        return model
 
 
 if __name__ == "__main__":

@@ -10,8 +10,10 @@ Contract
     reward(response, truth, format_bonus=0.0) = 1.0 * correct + format_bonus * formatted
     extract_answer(response) -> the raw text between the answer tags (for logging), or None
   response   the decoded text after the prompt, end-of-text token already stripped.
-  truth      an answer from our task generator: "132", "-38", "7/2". Anything else raises ValueError: it is a
-             bug in our data, not a bad sample.
+  truth      one number, read by the same grammar and caps as an answer (below): "132", "-38", "7/2" from our
+             task generator, and also "0.5", "+5", "005", "\\frac{7}{2}" from other data. A truth that is not
+             one number ("", "abc", "1/0", "2+3", None) raises ValueError, whatever the response: it is a bug in
+             the data, not a bad sample.
   format     exactly one <think>...</think> (may be empty, holds no tag), then exactly one <answer>...</answer>,
              with only ASCII whitespace before, between and after. Tags are case-sensitive.
   answer     ONE number literal: 12, 005, +12, -0.5, .5, 5., 7/2, 14/4, \\frac{7}{2} (or \\dfrac), optionally
@@ -26,7 +28,7 @@ Rejected, never evaluated: expressions (37*41, 2+3: they echo the question and a
 scientific notation (1e5, 10^5: our answers never need it, and refusing exponents is the cheapest exponent
 cap), 1,000 (a comma reads as a hedge), %, units, words, nan/inf/oo, non-ASCII digits (int() would accept
 Arabic-Indic and fullwidth ones), control characters. Caps, checked before any conversion: 4096 characters per
-response, 100 per answer, 40 digits per number.
+response, 100 per answer, 40 digits per number (per run of digits: 123/456 and 1.5 are two numbers).
 
 How this differs from R1 / CS336-style graders
   1. They find the closing tags as substrings and tolerate text before, between or after them. Here any stray
@@ -46,7 +48,7 @@ from fractions import Fraction
 
 MAX_RESPONSE_CHARS = 4096  # our responses are a few hundred characters; longer is a runaway, and caps all scans
 MAX_ANSWER_CHARS = 100     # $\boxed{x = \frac{-123456}{7890}}$ is 33; room for spaces, none for programs
-MAX_DIGITS = 40            # per answer; str -> int is quadratic in length, 40 keeps it trivially cheap
+MAX_DIGITS = 40            # per number (run of digits); str -> int is quadratic in length, 40 keeps it cheap
 
 TAGS = ("<think>", "</think>", "<answer>", "</answer>")
 EOT = "<|endoftext|>"
@@ -59,7 +61,6 @@ _X_PREFIX = re.compile(r"x\s*=\s*", re.ASCII)
 _DECIMAL = re.compile(r"([-+]?)([0-9]*)(?:\.([0-9]*))?", re.ASCII)     # 12, -0.5, .5, 5.
 _RATIO = re.compile(r"([-+]?)([0-9]+)\s*/\s*([0-9]+)", re.ASCII)        # 7/2, -14 / 4
 _LATEX_FRAC = re.compile(r"([-+]?)\\d?frac\{\s*(-?)([0-9]+)\s*\}\{\s*([0-9]+)\s*\}", re.ASCII)
-_TRUTH = re.compile(r"-?[0-9]+(?:/[0-9]+)?", re.ASCII)
 _DIGIT_RUNS = re.compile(r"[0-9]+", re.ASCII)
 _SEPARATOR = re.compile(r"[,;=|]|\bor\b|\band\b|\\pm", re.ASCII)  # what hedges are made of
 
@@ -77,12 +78,11 @@ class Grade:
 
 
 def _parse_truth(truth):
-    if not isinstance(truth, str) or not _TRUTH.fullmatch(truth):
-        raise ValueError(f"truth must look like '132', '-38' or '7/2', got {truth!r}")
-    num, _, den = truth.partition("/")
-    if den and int(den) == 0:
-        raise ValueError(f"truth has a zero denominator: {truth!r}")
-    return Fraction(int(num), int(den or 1))
+    """The exact value of the truth, read as an answer is: one grammar, so any truth an answer can match."""
+    value, reason = _parse_answer(truth) if isinstance(truth, str) else (None, "not text")
+    if reason:
+        raise ValueError(f"truth must be one number, like an answer ({reason}), got {truth!r}")
+    return value
 
 
 def _split(response):
@@ -126,7 +126,7 @@ def _unwrap(text):
 
 
 def _literal(core):
-    """The exact value of one bare number literal, or None. `core` is ASCII and has at most MAX_DIGITS digits."""
+    """The exact value of one bare number literal, or None. `core` is ASCII, no run of digits over MAX_DIGITS."""
     if m := _DECIMAL.fullmatch(core):
         sign, whole, frac = m.group(1), m.group(2), m.group(3) or ""
         if not whole and not frac:  # "", "+", "."
@@ -157,7 +157,7 @@ def _parse_answer(text):
     if not text.isascii():  # look-alike digits, minus signs, zero-width spaces
         return None, "bad_chars"
     core = _unwrap(text)
-    if sum(ch.isdigit() for ch in core) > MAX_DIGITS:  # ASCII only by now, so isdigit means 0-9
+    if max(map(len, _DIGIT_RUNS.findall(core)), default=0) > MAX_DIGITS:  # each int() stays small
         return None, "too_long"
     value = _literal(core)
     if value is not None:

@@ -1,4 +1,4 @@
-"""Group advantages against CONCEPTS.md's worked numbers and hand loops; the length reward; group statistics."""
+"""Group advantages against worked numbers and hand loops; the length reward; group statistics."""
 import pytest
 import torch
 
@@ -6,7 +6,7 @@ from advantage import group_advantages, group_stats, length_rewards
 
 
 def test_population_std_worked_example():
-    # CONCEPTS.md sec. 3: G = 8, sigma = 0.4841, A = +1.291 (correct) / -0.7746 (wrong)
+    # worked by hand: G = 8, sigma = 0.4841, A = +1.291 (correct) / -0.7746 (wrong)
     r = torch.tensor([1., 0, 1, 0, 0, 1, 0, 0])
     adv = group_advantages(r, 8)
     assert torch.allclose(adv[r == 1], torch.tensor(1.291), atol=1e-3)
@@ -16,7 +16,7 @@ def test_population_std_worked_example():
 
 
 def test_bessel_std_worked_example():
-    # CONCEPTS.md sec. 3: "Solve 2x + 3 = 11", r = [1, 0, 1, 0], torch.std = 0.5774, A = +-0.866
+    # worked by hand ("Solve 2x + 3 = 11"): r = [1, 0, 1, 0], torch.std = 0.5774, A = +-0.866
     r = torch.tensor([1., 0, 1, 0])
     adv = group_advantages(r, 4, unbiased_std=True)
     assert torch.allclose(adv, torch.tensor([0.866, -0.866, 0.866, -0.866]), atol=1e-3)
@@ -56,7 +56,7 @@ def test_rloo_matches_hand_loop():
 
 
 def test_drgrpo_is_mean_baseline_only():
-    # CONCEPTS.md sec. 2: [1, 0, 1, 0] -> +-0.5; [1, 0, 0, 1] -> [+.5, -.5, -.5, +.5]
+    # worked by hand: [1, 0, 1, 0] -> +-0.5; [1, 0, 0, 1] -> [+.5, -.5, -.5, +.5]
     r = torch.tensor([1., 0, 1, 0, 1, 0, 0, 1])
     assert torch.allclose(group_advantages(r, 4, "drgrpo"), torch.tensor([.5, -.5, .5, -.5, .5, -.5, -.5, .5]))
 

@@ -4,39 +4,30 @@ from fractions import Fraction
 
 import pytest
 
-from data.tokenizer import get_tokenizer, encode, decode, SPECIALS, EOS, PAD, VOCAB_SIZE
+from data.tokenizer import ENC, encode, decode, SPECIALS, EOS, PAD, EOS_ID, PAD_ID, VOCAB_SIZE
 from data.tasks import FAMILIES, generate_problems, demonstration, split_of, response
 
-enc = get_tokenizer()
+enc = ENC
 
 
 def test_tokenizer_round_trip_and_byte_level():
     for text in ["What is 47+85?\n", "x=-7/2", "  tabs\tand\nnewlines ", "ünïcødé ✓", ""]:
-        assert decode(enc, encode(enc, text)) == text
+        assert decode(encode(text)) == text
     # every digit and operator is its own token
-    assert encode(enc, "123+-*/=") == [ord(c) for c in "123+-*/="]
+    assert encode("123+-*/=") == [ord(c) for c in "123+-*/="]
 
 
 def test_special_tokens():
     ids = [enc.encode_single_token(s) for s in SPECIALS]
     assert ids == list(range(256, 262)) and max(ids) < VOCAB_SIZE
-    assert enc.encode_single_token(PAD) != enc.encode_single_token(EOS)  # EOS must stay trainable
+    assert (EOS_ID, PAD_ID) == (enc.encode_single_token(EOS), enc.encode_single_token(PAD))
+    assert PAD_ID != EOS_ID  # EOS must stay trainable
     text = "<think>1+1=2</think><answer>2</answer><|endoftext|>"
-    ids = encode(enc, text)
+    ids = encode(text)
     assert ids[0] == 258 and ids[-1] == 256 and len(ids) == 1 + 5 + 1 + 1 + 1 + 1 + 1
-    assert decode(enc, ids) == text
+    assert decode(ids) == text
     # ids beyond the tokenizer (the padded vocabulary) decode to a replacement character, never raise
-    assert decode(enc, [52, 262, 263]) == "4\ufffd\ufffd"
-
-
-def test_gpt2_tokenizer_fails_clearly_offline(monkeypatch, tmp_path):
-    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))  # an empty cache: tiktoken would have to download
-    import tiktoken.load
-    monkeypatch.setattr(tiktoken.load, "read_file", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
-    with pytest.raises(RuntimeError, match="cache"):
-        get_tokenizer("gpt2")
-    with pytest.raises(ValueError, match="unknown tokenizer"):
-        get_tokenizer("llama")
+    assert decode([52, 262, 263]) == "4\ufffd\ufffd"
 
 
 def test_problems_deterministic_per_seed():

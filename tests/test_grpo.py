@@ -1,4 +1,4 @@
-"""The GRPO loss against hand-written objectives and worked numbers; the fused log-prob gather against the naive one."""
+"""The GRPO loss against hand-written objectives and worked numbers; the fused log-prob gather against the plain one."""
 import math
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from advantage import group_advantages
-from grpo import grpo_loss, kl_estimate, masked_mean, naive_token_logprobs, token_logprobs
+from grpo import grpo_loss, kl_estimate, masked_mean, token_logprobs, fused_token_logprobs
 
 AGGS = ["seq-mean-token-mean", "token-mean", "seq-sum-constant"]
 
@@ -90,7 +90,7 @@ def test_clip_higher_widens_the_upper_side_only():
 
 
 def test_aggregation_weights_4_vs_7_tokens():
-    # CONCEPTS.md sec. 5: per-token gradient weights 1/|o_i| = 0.25 / 0.1429 (GRPO), 1/7 both (Dr. GRPO, max 7);
+    # worked by hand: per-token gradient weights 1/|o_i| = 0.25 / 0.1429 (GRPO), 1/7 both (Dr. GRPO, max 7);
     # every mode also averages over the B = 2 rows, hence the factor B below.
     mask = lengths_mask([4, 7], 7)
     adv = torch.ones(2)
@@ -114,16 +114,16 @@ def test_micro_batches_accumulate_to_the_full_batch(agg):
     weight = torch.randn(V, C, generator=gen(1), requires_grad=True)
     targets = torch.randint(0, V, (B, T), generator=gen(2))
     mask = lengths_mask([5, 1, 3, 0, 4, 2], T)  # row 3 is empty: it must not divide by zero
-    old = naive_token_logprobs(hidden, weight, targets).detach() + 0.3 * torch.randn(B, T, generator=gen(3))
+    old = token_logprobs(hidden, weight, targets).detach() + 0.3 * torch.randn(B, T, generator=gen(3))
     ref = old + 0.2 * torch.randn(B, T, generator=gen(4))
     adv = torch.randn(B, generator=gen(5))
     kw = dict(clip_eps=0.2, clip_eps_high=0.28, kl_coef=0.1, loss_agg=agg, max_len=T)
 
-    full, _ = grpo_loss(token_logprobs(hidden, weight, targets), old, adv, mask, ref, **kw)
+    full, _ = grpo_loss(fused_token_logprobs(hidden, weight, targets), old, adv, mask, ref, **kw)
     full_grads = torch.autograd.grad(full, (hidden, weight))
     total, naive_total = 0.0, 0.0
     for s, e in [(0, 2), (2, 3), (3, 6)]:
-        logprobs = token_logprobs(hidden[s:e], weight, targets[s:e])
+        logprobs = fused_token_logprobs(hidden[s:e], weight, targets[s:e])
         part, _ = grpo_loss(logprobs, old[s:e], adv[s:e], mask[s:e], ref[s:e], **kw,
                             num_rows=B, num_tokens=mask.sum())
         part.backward()  # gradients accumulate in .grad, as in a training loop
@@ -166,7 +166,7 @@ def test_masked_targets_do_not_reach_the_weights_through_the_fused_gather():
     grads = []
     for seed in (2, 3):  # different tokens in the padding
         targets = torch.where(mask, torch.arange(T).repeat(B, 1), torch.randint(0, V, (B, T), generator=gen(seed)))
-        logprobs = token_logprobs(hidden, weight, targets, chunk_size=5)
+        logprobs = fused_token_logprobs(hidden, weight, targets, chunk_size=5)
         loss, _ = grpo_loss(logprobs, logprobs.detach(), torch.tensor([1.0, -1.0]), mask)
         grads.append(torch.autograd.grad(loss, (hidden, weight)))
     assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
@@ -228,6 +228,14 @@ def test_loss_errors():
         kl_estimate(x, x, "k4")
 
 
+@pytest.mark.parametrize("shape", [(2, 1), (1,), (3,), ()])
+def test_advantages_must_be_one_per_row(shape):
+    """A (B, 1) advantage would broadcast against (B, T) to (B, B, T): a wrong loss and gradient, silently."""
+    x, m = torch.zeros(2, 3, requires_grad=True), torch.ones(2, 3)
+    with pytest.raises(ValueError, match=r"advantages must have shape \(B,\) = \(2,\)"):
+        grpo_loss(x, x.detach(), torch.zeros(shape), m)
+
+
 def test_masked_mean():
     x = torch.tensor([[1.0, 2.0, 100.0], [3.0, float("nan"), 5.0]])
     mask = torch.tensor([[True, True, False], [True, False, True]])
@@ -283,8 +291,8 @@ def inputs(B=3, T=5, C=16, V=37, dtype=torch.float32, seed=0, scale=0.5):
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
 def test_fused_matches_naive_float32(chunk_size, temperature):
     hidden, weight, targets, grad_out = inputs()
-    fused = token_logprobs(hidden, weight, targets, temperature, chunk_size)
-    naive = naive_token_logprobs(hidden, weight, targets, temperature)
+    fused = fused_token_logprobs(hidden, weight, targets, temperature, chunk_size)
+    naive = token_logprobs(hidden, weight, targets, temperature)
     assert fused.shape == (3, 5) and fused.dtype == torch.float32
     assert torch.allclose(fused, naive, atol=1e-5)
     g_fused = torch.autograd.grad(fused, (hidden, weight), grad_out)
@@ -293,40 +301,51 @@ def test_fused_matches_naive_float32(chunk_size, temperature):
         assert torch.allclose(a, b, atol=1e-5)
 
 
+def test_one_chunk_is_the_plain_computation():
+    """When every row fits in one chunk the fused path is token_logprobs itself (the default CPU model's case)."""
+    hidden, weight, targets, _ = inputs()  # 15 rows
+    one = fused_token_logprobs(hidden, weight, targets, 0.7, chunk_size=15, return_entropy=True)
+    plain = token_logprobs(hidden, weight, targets, 0.7, return_entropy=True)
+    assert all(torch.equal(a, b) for a, b in zip(one, plain))
+    fn_names = lambda t: {type(f).__name__ for f in [t.grad_fn] + [n for n, _ in t.grad_fn.next_functions]}
+    assert not any("Fused" in n for n in fn_names(one[0]))
+    assert any("Fused" in n for n in fn_names(fused_token_logprobs(hidden, weight, targets, chunk_size=14)))
+
+
 def test_temperature_changes_the_distribution():
     hidden, weight, targets, _ = inputs()
-    t1 = token_logprobs(hidden, weight, targets, 1.0)
-    t2 = token_logprobs(hidden, weight, targets, 2.0)
-    assert torch.allclose(t2, token_logprobs(hidden / 2, weight, targets, 1.0), atol=1e-6)
+    t1 = fused_token_logprobs(hidden, weight, targets, 1.0, chunk_size=4)
+    t2 = fused_token_logprobs(hidden, weight, targets, 2.0, chunk_size=4)
+    assert torch.allclose(t2, fused_token_logprobs(hidden / 2, weight, targets, 1.0, chunk_size=4), atol=1e-6)
     assert (t1 - t2).abs().max() > 0.1
 
 
 def test_gradcheck_float64():
     hidden, weight, targets, _ = inputs(B=2, T=3, C=4, V=5, dtype=torch.float64)
-    assert torch.autograd.gradcheck(lambda h, w: token_logprobs(h, w, targets, 0.9, chunk_size=4), (hidden, weight))
+    assert torch.autograd.gradcheck(lambda h, w: fused_token_logprobs(h, w, targets, 0.9, chunk_size=4), (hidden, weight))
 
 
 def test_only_hidden_needs_grad():
     hidden, weight, targets, grad_out = inputs()
     weight.requires_grad_(False)
-    g, = torch.autograd.grad(token_logprobs(hidden, weight, targets, chunk_size=4), hidden, grad_out)
-    g_naive, = torch.autograd.grad(naive_token_logprobs(hidden, weight, targets), hidden, grad_out)
+    g, = torch.autograd.grad(fused_token_logprobs(hidden, weight, targets, chunk_size=4), hidden, grad_out)
+    g_naive, = torch.autograd.grad(token_logprobs(hidden, weight, targets), hidden, grad_out)
     assert torch.allclose(g, g_naive, atol=1e-5)
 
 
 def test_entropy_from_the_same_pass():
     hidden, weight, targets, _ = inputs()
-    logprobs, entropy = token_logprobs(hidden, weight, targets, 0.8, chunk_size=4, return_entropy=True)
+    logprobs, entropy = fused_token_logprobs(hidden, weight, targets, 0.8, chunk_size=4, return_entropy=True)
     logp_all = F.log_softmax(hidden @ weight.t() / 0.8, -1)  # (B, T, V)
     assert torch.allclose(entropy, -(logp_all.exp() * logp_all).sum(-1), atol=1e-5)
     assert not entropy.requires_grad
-    assert torch.equal(logprobs, token_logprobs(hidden, weight, targets, 0.8, chunk_size=4))
+    assert torch.equal(logprobs, fused_token_logprobs(hidden, weight, targets, 0.8, chunk_size=4))
 
 
 def test_fused_never_saves_full_logits():
     B, T, V = 4, 8, 50
     hidden, weight, targets, _ = inputs(B=B, T=T, V=V)
-    for fn, expect_full in [(token_logprobs, False), (naive_token_logprobs, True)]:
+    for fn, expect_full in [(lambda *a: fused_token_logprobs(*a, chunk_size=8), False), (token_logprobs, True)]:
         sizes = []
         with torch.autograd.graph.saved_tensors_hooks(lambda t: sizes.append(t.numel()) or t, lambda t: t):
             fn(hidden, weight, targets)
@@ -337,11 +356,11 @@ def test_bfloat16_autocast_within_stated_tolerance():
     # bf16 rounds the logits (8 bits of mantissa): we allow 0.05 in log-prob (logits here are of size ~3)
     # and 2% relative error in the gradients, against the float32 path; and fused ~ naive under the same autocast.
     hidden, weight, targets, grad_out = inputs(C=64, V=101, scale=0.3)
-    ref = naive_token_logprobs(hidden, weight, targets, 0.8)
+    ref = token_logprobs(hidden, weight, targets, 0.8)
     ref_grads = torch.autograd.grad(ref, (hidden, weight), grad_out)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        fused = token_logprobs(hidden, weight, targets, 0.8, chunk_size=4)
-        naive = naive_token_logprobs(hidden, weight, targets, 0.8)
+        fused = fused_token_logprobs(hidden, weight, targets, 0.8, chunk_size=4)
+        naive = token_logprobs(hidden, weight, targets, 0.8)
     assert fused.dtype == torch.float32
     assert (fused - ref).abs().max() < 0.05 and (fused - naive).abs().max() < 0.02
     grads = torch.autograd.grad(fused, (hidden, weight), grad_out)
@@ -356,8 +375,8 @@ def test_bfloat16_tensors_and_a_confident_model():
     with torch.no_grad():  # raise the target's logit at position (0, 0) by 8
         weight[targets[0, 0]] += 8 * hidden[0, 0] / hidden[0, 0].norm() ** 2
     h16, w16 = (x.detach().bfloat16().requires_grad_() for x in (hidden, weight))
-    fused = token_logprobs(h16, w16, targets, chunk_size=4)
-    ref = naive_token_logprobs(h16.double(), w16.double(), targets)  # exact maths on the same bf16 inputs
+    fused = fused_token_logprobs(h16, w16, targets, chunk_size=4)
+    ref = token_logprobs(h16.double(), w16.double(), targets)  # exact maths on the same bf16 inputs
     assert fused.dtype == torch.float32 and ref[0, 0].exp() > 0.98
     assert (fused - ref).abs().max() < 0.05
     grads = torch.autograd.grad(fused, (h16, w16), grad_out, retain_graph=True)

@@ -1,8 +1,8 @@
-"""The GPT: causality, padding invariance, the KV cache, the GPT-2 state-dict mapping, errors."""
+"""The GPT: causality, padding invariance, the KV cache, positions, errors."""
 import pytest
 import torch
 
-from model import GPT, GPTConfig
+from model import GPT, GPTConfig, positions
 
 CFG = GPTConfig(vocab_size=50, block_size=32, n_layer=2, n_head=4, n_embd=32)
 
@@ -34,8 +34,7 @@ def test_padded_rows_equal_their_single_row_logits():
         idx[i, :T - len(r)] = 49
         idx[i, T - len(r):] = torch.tensor(r)
         mask[i, T - len(r):] = True
-    pos = (mask.long().cumsum(1) - 1).clamp(min=0)
-    out = model(idx, pos=pos, mask=mask)
+    out = model(idx, pos=positions(mask), key_mask=mask)
     for i, r in enumerate(rows):
         alone = model(torch.tensor([r]))[0]
         assert torch.allclose(out[i, T - len(r):], alone, atol=1e-5)
@@ -53,23 +52,23 @@ def test_kv_cache_prefill_then_decode_equals_full_forward():
 
 
 def test_kv_cache_decoding_a_left_padded_batch_equals_the_full_forward():
-    """The one-token decode path (a multiply-sum over the slot-major cache) with a padding mask and per-row
-    positions gives the logits of one full forward pass over the same padded batch."""
+    """One-token decoding over the cache, with a padding mask and per-row positions, gives the logits of one full
+    forward pass over the same padded batch."""
     model = tiny(5)
     lens, T, prefill = [2, 6, 4], 10, 6  # real prompt lengths, total columns, padded prompt width
     x = torch.randint(0, 50, (3, T))
     mask = torch.ones(3, T, dtype=torch.bool)
     for i, n in enumerate(lens):
         mask[i, :prefill - n] = False  # left padding
-    pos = (mask.long().cumsum(1) - 1).clamp(min=0)
-    full = model(x, pos=pos, mask=mask)  # (3, T, V)
+    pos = positions(mask)
+    full = model(x, pos=pos, key_mask=mask)  # (3, T, V)
     cache = model.make_cache(3, T)
-    out = [model(x[:, :prefill], pos=pos[:, :prefill], mask=mask[:, :prefill], cache=cache)]
+    out = [model(x[:, :prefill], pos=pos[:, :prefill], key_mask=mask[:, :prefill], cache=cache)]
     for t in range(prefill, T):
-        out.append(model(x[:, t:t + 1], pos=pos[:, t:t + 1], mask=mask[:, :t + 1], cache=cache, start=t))
+        out.append(model(x[:, t:t + 1], pos=pos[:, t:t + 1], key_mask=mask[:, :t + 1], cache=cache, start=t))
     out = torch.cat(out, 1)  # (3, T, V)
     assert torch.allclose(out[mask], full[mask], atol=1e-5)
-    assert cache.k.shape == (CFG.n_layer, T, 3, CFG.n_head, CFG.n_embd // CFG.n_head)  # slot-major
+    assert cache.k.shape == (CFG.n_layer, 3, CFG.n_head, T, CFG.n_embd // CFG.n_head)
 
 
 def test_hidden_states_times_unembedding_are_the_logits():
@@ -91,32 +90,20 @@ def test_naive_generate_extends_greedily_and_stops_at_eos():
     assert model.generate(torch.tensor([[1, 2]]), 5, temperature=0, eos_id=eos).shape == (1, 3)
 
 
-def hf_style_state_dict(model):
-    """What GPT2LMHeadModel.state_dict() looks like: Conv1D weights stored transposed, plus attention buffers."""
-    sd = {}
-    for k, v in model.state_dict().items():
-        transposed = k.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight"))
-        sd[k] = v.t().clone() if transposed else v.clone()
-    for i in range(model.config.n_layer):
-        sd[f"transformer.h.{i}.attn.bias"] = torch.tril(torch.ones(1, 1, 32, 32))
-    return sd
-
-
-def test_gpt2_state_dict_mapping():
-    src = tiny(5)
-    sd = hf_style_state_dict(src)
-    loaded = GPT.from_hf_state_dict(sd, src.config).eval()
-    x = torch.randint(0, 50, (2, 9))
-    assert torch.allclose(loaded(x), src(x), atol=1e-6)
-    bad = dict(sd)
-    bad.pop("transformer.wpe.weight")
-    with pytest.raises(ValueError, match="lacks"):
-        GPT.from_hf_state_dict(bad, src.config)
-    bad = dict(sd, **{"transformer.wte.weight": torch.zeros(51, 32)})
-    with pytest.raises(ValueError, match="shape"):
-        GPT.from_hf_state_dict(bad, src.config)
+def test_positions_start_at_zero_after_left_padding():
+    mask = torch.tensor([[False, False, True, True, True], [True, True, True, True, True], [False] * 4 + [True]])
+    assert positions(mask).tolist() == [[0, 0, 0, 1, 2], [0, 1, 2, 3, 4], [0, 0, 0, 0, 0]]
 
 
 def test_positions_beyond_block_size_are_refused():
     with pytest.raises(ValueError, match="block_size"):
         tiny()(torch.zeros(1, 33, dtype=torch.long))
+    model = tiny()
+    cache = model.make_cache(1, 33)
+    with pytest.raises(ValueError, match="start 32 .* exceed block_size=32"):
+        model(torch.zeros(1, 1, dtype=torch.long), cache=cache, start=32)
+
+
+def test_heads_must_divide_the_channels():
+    with pytest.raises(ValueError, match="n_embd=32 must be a multiple of n_head=3"):
+        GPT(GPTConfig(n_embd=32, n_head=3))

@@ -1,15 +1,13 @@
-"""sample.py: the KV-cache sampler against the naive reference and the full forward pass; EOS, truncation, top-k
-and top-p, seeds, padding, temperature, errors. Tiny CPU models; the whole file runs in a few seconds."""
+"""sample.py: the KV-cache sampler against the naive reference and the full forward pass; EOS, truncation, seeds,
+padding, temperature, errors. Tiny CPU models; the whole file runs in a few seconds."""
 import math
-from fractions import Fraction
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from model import GPT, GPTConfig
-import sample as sample_module
-from sample import draw, filter_logits, packed_linears, sample
+from model import GPT, GPTConfig, positions
+from sample import draw, sample
 
 V = 40
 CFG = GPTConfig(n_layer=2, n_head=4, n_embd=64, vocab_size=V, block_size=64)
@@ -44,7 +42,7 @@ def gen(seed):
 @torch.no_grad()
 def full_logits(model, s):
     """Score the whole batch in one forward pass, as grpo.py will: (B, L, V), column c predicts column c + 1."""
-    return model(s.tokens, pos=s.positions(), mask=s.valid)
+    return model(s.tokens, pos=positions(s.valid), key_mask=s.valid)
 
 
 def check_invariants(s, prompts, group_size, max_new_tokens, eos_id=None, pad_id=0):
@@ -92,22 +90,21 @@ def test_greedy_equals_naive_generate_for_mixed_prompt_lengths(with_eos):
         assert s.finished.any() and not s.finished.all()  # the test saw both endings
 
 
-@pytest.mark.parametrize("temperature,top_k,top_p", [
-    (1.0, None, None), (0.7, None, None), (0.0, None, None), (1.3, 5, None), (1.0, None, 0.8), (0.8, 10, 0.9)])
-def test_logprobs_equal_the_full_forward_at_every_row_and_step(temperature, top_k, top_p):
+@pytest.mark.parametrize("temperature", [1.0, 0.7, 1.3, 0.0])
+def test_logprobs_equal_the_full_forward_at_every_row_and_step(temperature):
     model, G, N = tiny(2), 3, 16
-    s = sample(model, PROMPTS, G, N, temperature, top_k, top_p, eos_id=7, generator=gen(0))
+    s = sample(model, PROMPTS, G, N, temperature, eos_id=7, generator=gen(0))
     check_invariants(s, PROMPTS, G, N, eos_id=7)
     logits = full_logits(model, s)[:, :-1]  # (B, L-1, V), predicting columns 1 .. L-1
     if temperature == 0:  # greedy reports the untempered log-probs
         ref = F.log_softmax(logits, -1)  # (B, L-1, V)
     else:
-        ref = filter_logits(logits.reshape(-1, V), temperature, top_k, top_p).view_as(logits)  # (B, L-1, V)
+        ref = F.log_softmax(logits / temperature, -1)  # (B, L-1, V)
     ref = ref.gather(-1, s.tokens[:, 1:, None])[..., 0]  # (B, L-1)
     m = s.mask[:, 1:].bool()
     assert m.sum() > 40
     torch.testing.assert_close(s.logprobs[:, 1:][m], ref[m], atol=1e-5, rtol=0)
-    if (temperature, top_k, top_p) == (1.0, None, None):  # the default is exactly what grpo.py scores: ratio 1
+    if temperature == 1.0:  # the default is exactly what grpo.py scores: ratio 1
         plain = F.log_softmax(logits, -1).gather(-1, s.tokens[:, 1:, None])[..., 0]  # (B, L-1)
         torch.testing.assert_close(s.logprobs[:, 1:][m], plain[m], atol=1e-5, rtol=0)
 
@@ -146,83 +143,21 @@ def test_max_new_tokens_reaching_block_size_exactly():
     assert s.tokens.shape == (4, 64)
 
 
-# ------------------------------------------------------------------ top-k and top-p
+# ------------------------------------------------------------------ drawing by inverse CDF
 
-def test_top_k_1_equals_greedy():
-    model = tiny(6)
-    greedy = sample(model, PROMPTS, 2, 12, temperature=0)
-    for temperature in (1.0, 0.5):
-        s = sample(model, PROMPTS, 2, 12, temperature=temperature, top_k=1, generator=gen(0))
-        assert torch.equal(s.tokens, greedy.tokens)
-        assert torch.all(s.logprobs == 0)  # renormalised over a kept set of one token
-
-
-def slow_filter(weights, top_k=None, top_p=None):
-    """The obvious version: weights w_i ∝ probabilities (Fractions for exact arithmetic, or floats). Returns the
-    log-probs of the filtered, renormalised distribution as a list, -inf outside the kept set."""
-    keep = list(range(len(weights)))
-    if top_k is not None:
-        kth = sorted(weights, reverse=True)[min(top_k, len(weights)) - 1]
-        keep = [i for i in keep if weights[i] >= kth]  # ties with the k-th stay
-    if top_p is not None:
-        total = sum(weights[i] for i in keep)
-        mass, chosen = 0, []
-        for i in sorted(keep, key=lambda i: -weights[i]):  # most likely first, until the mass reaches top_p
-            chosen.append(i)
-            mass += weights[i] / total
-            if mass >= top_p:
-                break
-        least = min(weights[i] for i in chosen)
-        keep = [i for i in keep if weights[i] >= least]  # ties with the least likely kept token stay
-    total = sum(weights[i] for i in keep)
-    return [math.log(weights[i] / total) if i in keep else -math.inf for i in range(len(weights))]
+def test_draw_inverts_the_cdf_at_the_uniforms():
+    probs = torch.tensor([0.5, 0.25, 0.125, 0.125])  # exact in fp32: the CDF is 0.5, 0.75, 0.875, 1
+    logits = probs.log()[None].expand(6, 4)  # (B, V)
+    u = torch.tensor([0.0, 0.49, 0.5, 0.74, 0.8, 0.999])
+    tok, lp = draw(logits, u, 1.0)
+    assert tok.tolist() == [0, 0, 1, 1, 2, 3]  # token i when cdf[i-1] <= u < cdf[i]
+    torch.testing.assert_close(lp, probs.log()[tok])
 
 
-def assert_filter_matches(logits, weights, temperature=1.0, top_k=None, top_p=None):
-    got = filter_logits(logits[None], temperature, top_k, top_p)[0]  # (V,)
-    want = torch.tensor(slow_filter(weights, top_k, top_p), dtype=torch.float32)  # (V,)
-    assert torch.equal(torch.isinf(got), torch.isinf(want)), (top_k, top_p, got, want)
-    torch.testing.assert_close(got[~torch.isinf(got)], want[~torch.isinf(want)], atol=1e-5, rtol=0)
-
-
-@pytest.mark.parametrize("top_k,top_p", [
-    (None, 0.4), (None, 0.5), (None, 0.75), (None, 0.75 + 1e-6), (None, 0.875), (None, 0.9), (None, 0.9375),
-    (None, 0.95), (None, 1.0), (1, None), (2, None), (3, None), (4, None), (5, None), (3, 0.8), (4, 0.9)])
-def test_filter_logits_on_exact_probabilities_with_ties(top_k, top_p):
-    """p = [8, 4, 2, 1, 1] / 16 is exact in fp32, so top_p landing exactly on a prefix's mass (0.5, 0.75, 0.875,
-    0.9375) tests the boundary itself: a prefix that reaches top_p is enough. The last two tokens tie."""
-    weights = [Fraction(w, 16) for w in (8, 4, 2, 1, 1)]
-    logits = torch.tensor([math.log(w) for w in weights])  # (V,)
-    assert logits.softmax(-1).tolist() == [float(w) for w in weights]  # exact, so the boundaries are exact
-    for temperature in (1.0, 0.5):  # halving and then dividing by 0.5 is exact too
-        assert_filter_matches(logits * temperature, weights, temperature, top_k, top_p)
-
-
-def test_filter_logits_keeps_the_smallest_set_and_ties_at_its_edge():
-    logits = torch.tensor([2.0, 1.0, 1.0, 1.0, 0.0])  # (V,)
-    keep = lambda **kw: torch.isfinite(filter_logits(logits[None], **kw)[0]).nonzero().flatten().tolist()
-    assert keep(top_k=1) == [0]
-    assert keep(top_k=2) == [0, 1, 2, 3]  # three tokens tie for second place: all or none
-    p = logits.softmax(-1)
-    assert keep(top_p=float(p[0]) / 2) == [0]
-    assert keep(top_p=float(p[0]) + 1e-3) == [0, 1, 2, 3]  # one tied token would reach it; its ties come along
-    assert keep(top_p=1.0) == [0, 1, 2, 3, 4]
-
-
-@pytest.mark.parametrize("temperature,top_k,top_p", [
-    (1.0, None, 0.3), (0.7, None, 0.55), (1.5, None, 0.9), (1.0, 7, None), (0.5, 3, None), (1.2, 12, 0.6)])
-def test_filter_logits_on_random_logits_equals_the_slow_reference(temperature, top_k, top_p):
-    logits = torch.randn(8, V, generator=gen(7)) * 3  # (B, V)
-    for row in logits:
-        z = [x / temperature for x in row.double().tolist()]
-        m = max(z)
-        assert_filter_matches(row, [math.exp(x - m) for x in z], temperature, top_k, top_p)
-
-
-def test_draw_never_returns_a_token_outside_the_kept_set():
-    logits = torch.tensor([[0.0, 1.0, 2.0, -1.0, -2.0]]).expand(3, 5)  # (B, V), top_k=2 keeps tokens 1 and 2
-    tok, lp = draw(logits, torch.tensor([0.0, 0.5, 1.0]), 1.0, 2, None)  # u = 1 stands for u·total rounding up
-    assert tok.tolist() == [1, 2, 2] and torch.isfinite(lp).all()
+def test_draw_never_returns_a_token_without_mass():
+    logits = torch.tensor([[0.0, 1.0, -1e4, -1e4]]).expand(2, 4)  # (B, V): the last two underflow to 0
+    tok, lp = draw(logits, torch.tensor([1.0, 0.9999999]), 1.0)  # u = 1 stands for u·total rounding up
+    assert tok.tolist() == [1, 1] and torch.isfinite(lp).all()
 
 
 # ------------------------------------------------------------------ randomness and padding
@@ -279,75 +214,19 @@ def chi_square(counts, probs):
     return float(((obs[keep] - exp[keep]) ** 2 / exp[keep]).sum()), int(keep.sum()) - 1
 
 
-@pytest.mark.parametrize("temperature,top_k,top_p", [
-    (1.0, None, None), (0.5, None, None), (2.0, None, None), (1.0, 5, None), (1.0, None, 0.7)])
-def test_first_token_frequencies_match_the_tempered_softmax(temperature, top_k, top_p):
+@pytest.mark.parametrize("temperature", [1.0, 0.5, 2.0])
+def test_first_token_frequencies_match_the_tempered_softmax(temperature):
     model, prompt, n = tiny(11), [3, 1, 4], 20000
-    s = sample(model, [prompt], n, 1, temperature, top_k, top_p, generator=gen(8))  # n rows, one token each
+    s = sample(model, [prompt], n, 1, temperature, generator=gen(8))  # n rows, one token each
     counts = torch.bincount(s.tokens[:, -1], minlength=V)  # (V,)
     with torch.no_grad():
         logits = model(torch.tensor([prompt]))[0, -1]  # (V,)
-    probs = filter_logits(logits[None], temperature, top_k, top_p)[0].exp()  # (V,)
-    assert counts[probs == 0].sum() == 0  # nothing outside the kept set, ever
+    probs = (logits / temperature).softmax(-1)  # (V,)
     stat, dof = chi_square(counts, probs)
     assert stat < dof + 6 * math.sqrt(2 * dof), (stat, dof)  # mean dof, sd sqrt(2 dof)
     if temperature != 1.0:  # and the test can tell temperatures apart
         stat, dof = chi_square(counts, logits.softmax(-1))
         assert stat > dof + 20 * math.sqrt(2 * dof), (stat, dof)
-
-
-# ------------------------------------------------------------------ packed CPU weights (sample.packed_linears)
-
-PACKS = sample_module.PACK_CPU_WEIGHTS and torch.backends.mkldnn.is_available() and \
-    __import__("platform").machine().lower() in ("x86_64", "amd64")
-needs_packing = pytest.mark.skipif(not PACKS, reason="packed_linears is a no-op on this machine")
-
-
-def patched(model):
-    return [m for m in model.modules() if "forward" in vars(m)]
-
-
-@needs_packing
-def test_packed_linears_match_f_linear_and_are_undone_even_after_an_error():
-    model = tiny(13)
-    x = torch.randint(0, V, (3, 9))
-    with torch.no_grad():
-        for m in model.modules():  # GPT-2's init zeroes the biases, which would hide a dropped bias
-            if isinstance(m, torch.nn.Linear) and m.bias is not None:
-                m.bias.normal_()
-        plain = model(x)  # (3, 9, V)
-        with packed_linears(model, 3):
-            assert len(patched(model)) == 1 + 4 * CFG.n_layer  # the unembedding and 4 linears a block
-            packed = model(x)
-        assert patched(model) == []
-        with pytest.raises(RuntimeError, match="boom"), packed_linears(model, 3):
-            raise RuntimeError("boom")
-        assert patched(model) == []
-    torch.testing.assert_close(packed, plain, atol=1e-4, rtol=1e-5)  # logits of size ~10: rounding only
-
-
-def test_packed_linears_leave_other_dtypes_alone():
-    model = tiny(13).to(torch.bfloat16)
-    with packed_linears(model, 3):
-        assert patched(model) == []
-
-
-@needs_packing
-def test_packing_changes_nothing_sampled_and_sees_every_weight_update(monkeypatch):
-    """Weights are packed at every call: after an update, sample() must draw from the new weights."""
-    model, drawn = tiny(14), []
-    for step in range(2):
-        packed = sample(model, PROMPTS, 3, 10, eos_id=7, generator=gen(9))
-        monkeypatch.setattr(sample_module, "PACK_CPU_WEIGHTS", False)
-        plain = sample(model, PROMPTS, 3, 10, eos_id=7, generator=gen(9))
-        monkeypatch.setattr(sample_module, "PACK_CPU_WEIGHTS", True)
-        assert torch.equal(packed.tokens, plain.tokens)
-        torch.testing.assert_close(packed.logprobs, plain.logprobs, atol=1e-5, rtol=0)
-        drawn.append(packed.tokens)
-        with torch.no_grad():  # an "optimizer step" that changes every distribution
-            for p in model.parameters():
-                p.add_(torch.randn_like(p) * p.std())
-    assert not torch.equal(drawn[0], drawn[1])
 
 
 # ------------------------------------------------------------------ errors
@@ -362,5 +241,7 @@ def test_errors_say_what_is_wrong():
         sample(model, [[1] * 60, [2]], 2, 5)  # 60 + 5 > 64
     with pytest.raises(ValueError, match="max_new_tokens"):
         sample(model, [[1]], 2, 0)
-    with pytest.raises(ValueError, match="top_p"):
-        sample(model, [[1]], 2, 4, top_p=0.0)
+    with pytest.raises(ValueError, match="temperature"):
+        sample(model, [[1]], 2, 4, temperature=-1.0)
+    with pytest.raises(ValueError, match="temperature"):
+        sample(model, [[1]], 2, 4, temperature=float("nan"))

@@ -1,18 +1,23 @@
-"""train.py: the typed config and its errors, the pretraining batch, and that pretraining learns."""
+"""train.py and config.py: the typed config and its errors, pretraining, grading and evaluation, the RL step's
+pieces and knobs, and whole runs (tiny ones) with checkpoints, resume and stopping."""
+import json
+import math
 import random
+import signal
 import subprocess
 import sys
+import time
+from itertools import combinations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
+import config
 import train
-from data.tasks import generate_problems
-from data.tokenizer import get_tokenizer, encode
+from data.tasks import generate_problems, response
+from data.tokenizer import EOS_ID, PAD_ID, encode
 from model import GPT, GPTConfig
-
-enc = get_tokenizer()
+from sample import Samples, sample
 
 
 def run_train(*args, timeout=120):
@@ -20,14 +25,14 @@ def run_train(*args, timeout=120):
 
 
 def test_overrides_are_typed():
-    o = train.parse_config(["--lr=0.01", "--n_layer=2", "--families=add", "--curriculum=true"])
+    o = config.parse_config(["--lr=0.01", "--n_layer=2", "--families=add", "--curriculum=true"])
     assert o == dict(lr=0.01, n_layer=2, families="add", curriculum=True)
-    cfg = train.make_config(o, "cpu")
+    cfg = config.make_config(o, "cpu")
     assert cfg.lr == 0.01 and cfg.n_layer == 2 and cfg.preset == "cpu"
-    assert train.make_config({}, "cuda").preset == "gpu"
-    assert train.make_config({"preset": "cpu"}, "cuda").n_layer == train.Config.n_layer
+    assert config.make_config({}, "cuda").preset == "gpu"
+    assert config.make_config({"preset": "cpu"}, "cuda").n_layer == config.Config.n_layer
     # an explicit override wins over the preset
-    assert train.make_config({"n_layer": 3}, "cuda").n_layer == 3
+    assert config.make_config({"n_layer": 3}, "cuda").n_layer == 3
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -40,20 +45,20 @@ def test_overrides_are_typed():
 ])
 def test_bad_overrides_stop_with_a_message_naming_them(argv, message):
     with pytest.raises(SystemExit) as e:
-        train.parse_config(argv)
+        config.parse_config(argv)
     assert message in str(e.value)
 
 
 def test_bad_families_and_presets_are_refused():
     with pytest.raises(SystemExit, match="unknown"):
-        train.make_config({"families": "add,div"}, "cpu")
+        config.make_config({"families": "add,div"}, "cpu")
     with pytest.raises(SystemExit, match="preset"):
-        train.make_config({"preset": "tpu"}, "cpu")
+        config.make_config({"preset": "tpu"}, "cpu")
 
 
 def test_help_lists_every_field_with_default_and_meaning():
     out = run_train("--help").stdout
-    for f in train.dataclasses.fields(train.Config):
+    for f in config.dataclasses.fields(config.Config):
         assert f"--{f.name}={f.default}" in out and f.metadata["help"] in out
 
 
@@ -65,28 +70,108 @@ def test_unknown_key_exits_before_any_work():
 
 def test_pretrain_batch_trains_on_the_response_only():
     problems = generate_problems(4, seed=0)
-    x, y = train.pretrain_batch(problems, random.Random(0), enc, think_prob=1.0, error_prob=0.0)
+    x, y = train.pretrain_batch(problems, random.Random(0), think_prob=1.0, error_prob=0.0)
     for i, p in enumerate(problems):
-        n_prompt = len(encode(enc, p.prompt))
+        n_prompt = len(encode(p.prompt))
         assert (y[i, :n_prompt - 1] == -1).all()  # no loss on the prompt
         targets = y[i][y[i] >= 0].tolist()
-        assert enc.decode(targets) == f"<think>{p.solution}</think><answer>{p.answer}</answer><|endoftext|>"
-        assert x[i, n_prompt - 1] == encode(enc, p.prompt)[-1]  # x is y shifted by one
+        assert train.decode(targets) == f"<think>{p.solution}</think><answer>{p.answer}</answer><|endoftext|>"
+        assert x[i, n_prompt - 1] == encode(p.prompt)[-1]  # x is y shifted by one
 
 
-def test_a_few_pretraining_steps_lower_the_loss_on_a_fixed_batch():
+def test_lr_schedule_warms_up_then_decays_to_a_tenth():
+    cfg = config.Config(lr=1e-2, warmup_steps=10, pretrain_steps=110)
+    assert train.lr_at(0, cfg) == pytest.approx(1e-3) and train.lr_at(9, cfg) == pytest.approx(1e-2)
+    assert train.lr_at(60, cfg) == pytest.approx(0.5 * (1e-2 + 1e-3))  # half way down the cosine
+    assert train.lr_at(110, cfg) == pytest.approx(1e-3) and train.lr_at(500, cfg) == pytest.approx(1e-3)
+    lrs = [train.lr_at(s, cfg) for s in range(10, 111)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+
+
+def test_weight_decay_applies_to_matrices_only():
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16))
+    opt = train.make_optimizer(model, 1e-3, 0.1)
+    decayed, plain = opt.param_groups
+    assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
+    assert all(p.dim() == 2 for p in decayed["params"]) and all(p.dim() == 1 for p in plain["params"])
+    assert len(decayed["params"]) + len(plain["params"]) == len(list(model.parameters()))
+
+
+def test_pretrain_step_sets_the_lr_clips_the_gradient_and_lowers_the_loss():
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32))
-    x, y = train.pretrain_batch(generate_problems(16, seed=1), random.Random(1), enc, 0.5, 0.0)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(30):
-        loss = F.cross_entropy(model(x).view(-1, model.config.vocab_size), y.view(-1), ignore_index=-1)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    x, y = train.pretrain_batch(generate_problems(16, seed=1), random.Random(1), 0.5, 0.0)
+    opt = train.make_optimizer(model, 3e-3, 0.1)
+    off = autocast_off()
+    losses = [train.pretrain_step(model, opt, x, y, 3e-3, 1.0, off) for _ in range(30)]
+    assert opt.param_groups[0]["lr"] == opt.param_groups[1]["lr"] == 3e-3
     assert losses[-1] < 0.6 * losses[0]
+    # the gradient the optimizer sees is clipped to norm 1e-3 (the loss's own gradient is far larger)
+    seen = []
+    opt.step = lambda: seen.append(torch.nn.utils.get_total_norm([p.grad for p in model.parameters()]))
+    train.pretrain_step(model, opt, x, y, 3e-3, 1e-3, off)
+    train.pretrain_step(model, opt, x, y, 3e-3, 0.0, off)  # 0: no clipping
+    assert seen[0] == pytest.approx(1e-3, rel=1e-3) and seen[1] > 1e-2
+
+
+def autocast_off():
+    return torch.autocast("cpu", enabled=False)
+
+
+# ------------------------------------------------------------------------------------------------ grading
+def test_thinks_needs_a_non_empty_think_block():
+    assert train.thinks(response("1+1=2", "2")) and not train.thinks(response("", "2"))
+    assert not train.thinks(response("  \n", "2")) and not train.thinks("2")
+
+
+def test_pass_at_k_equals_brute_force_over_subsets():
+    for n, c, k in [(8, 0, 1), (8, 3, 1), (8, 3, 4), (8, 5, 4), (8, 8, 8), (6, 1, 6), (5, 2, 3)]:
+        subsets = list(combinations([True] * c + [False] * (n - c), k))
+        assert train.pass_at_k(n, c, k) == pytest.approx(sum(any(s) for s in subsets) / len(subsets))
+
+
+def samples_of(prompts, completions, finished):
+    """A Samples batch holding the given completion texts (their EOS appended when finished), left-padded."""
+    rows = [(encode(p), encode(c) + ([EOS_ID] if f else [])) for p, c, f in zip(prompts, completions, finished)]
+    Lp, N = max(len(p) for p, _ in rows), max(len(c) for _, c in rows)
+    tokens = torch.full((len(rows), Lp + N), PAD_ID)
+    valid = torch.zeros(len(rows), Lp + N, dtype=torch.bool)
+    for i, (p, c) in enumerate(rows):
+        tokens[i, Lp - len(p):Lp + len(c)] = torch.tensor(p + c)
+        valid[i, Lp - len(p):Lp + len(c)] = True
+    mask = valid.clone()
+    mask[:, :Lp] = False
+    return Samples(tokens, valid, mask.float(), torch.zeros(len(rows), Lp + N), torch.tensor(finished),
+                   mask.sum(1), Lp)
+
+
+def test_judge_strips_eos_and_never_credits_a_truncated_answer():
+    right, wrong = response("2+2=4", "4"), response("", "5")
+    s = samples_of(["What is 2+2?\n"] * 3, [right, wrong, right], [True, True, False])
+    texts, grades, correct = train.judge(s, ["4", "4", "4"])
+    assert texts == [right, wrong, right]  # the EOS is not part of what the verifier reads
+    assert [g.reason for g in grades] == ["ok", "wrong_value", "ok"]
+    assert correct.tolist() == [True, False, False]  # right but cut off at max_new_tokens: not correct
+
+
+def test_evaluate_reports_accuracy_per_family_think_share_length_and_pass_at_k(monkeypatch):
+    problems = generate_problems(2, seed=0, families=("add",)) + generate_problems(2, seed=0, families=("sub",))
+    greedy = [response(problems[0].solution, problems[0].answer), response("", "0"),
+              response(problems[2].solution, problems[2].answer), response("", problems[3].answer)]
+    cfg = config.Config(families="add,sub", group_size=4, max_new_tokens=100)
+
+    def fake_sample(model, prompts, group_size, *args, **kwargs):  # what the model "writes"
+        if group_size == 1:
+            return samples_of([p.prompt for p in problems], greedy, [True] * 4)
+        texts = [response("", p.answer if j < i else "1") for i, p in enumerate(problems[:2]) for j in range(4)]
+        return samples_of([p.prompt for p in problems[:2] for _ in range(4)], texts, [True] * 8)
+    monkeypatch.setattr(train, "sample", fake_sample)
+    ev = train.evaluate(torch.nn.Module(), problems, [encode(p.prompt) for p in problems], cfg, passk_problems=2)
+    lengths = [len(encode(t)) + 1 for t in greedy]  # EOS included
+    assert ev["acc"] == 0.75 and ev["acc_add"] == 0.5 and ev["acc_sub"] == 1.0
+    assert ev["think_share"] == 0.5 and ev["response_len"] == pytest.approx(sum(lengths) / 4)
+    # problem 0 is right in 0 of its 4 samples, problem 1 in 1 of 4
+    assert ev["pass@1"] == pytest.approx((0 + 0.25) / 2) and ev["pass@4"] == pytest.approx(0.5)
 
 
 # ------------------------------------------------------------------------------------------------ RL
@@ -95,18 +180,20 @@ TINY = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--pretrain_steps=3", "--bat
         "--max_new_tokens=40", "--eval_interval=3", "--warmup_steps=1", "--device=cpu", "--preset=cpu"]
 
 
+def run_train(*args, timeout=120):
+    return subprocess.run([sys.executable, "train.py", *args], capture_output=True, text=True, timeout=timeout)
+
+
 def read_metrics(out):
-    import json
     return [json.loads(line) for line in open(out / "metrics.jsonl")]
 
 
 def test_planted_reward_moves_the_policy():
     """Reward 1 when the first sampled token is `target`: a few GRPO updates must make it more likely."""
-    from sample import sample
     from advantage import group_advantages
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=16, block_size=16, n_layer=1, n_head=2, n_embd=32))
-    cfg = train.Config(micro_batch=16, rl_lr=3e-2, max_new_tokens=3)
+    cfg = config.Config(micro_batch=16, rl_lr=3e-2, max_new_tokens=3)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.rl_lr)
     prompts, target = [[1, 2], [3]], 7
     first_token_prob = lambda: torch.softmax(model(torch.tensor([[1, 2]]))[0, -1], -1)[target].item()
@@ -115,10 +202,95 @@ def test_planted_reward_moves_the_policy():
     for _ in range(5):
         s = sample(model.eval(), prompts, 8, 3, generator=gen)
         rewards = (s.tokens[:, s.prompt_len] == target).float()  # (B,)
-        agg, grad_norm = train.grpo_update(model.train(), opt, s, group_advantages(rewards, 8), cfg,
-                                           torch.autocast("cpu", enabled=False))
-        assert agg is not None and abs(agg["lp_diff"]) < 1e-4  # on-policy: the trainer agrees with the sampler
+        diag = train.grpo_update(model.train(), opt, s, group_advantages(rewards, 8), cfg, autocast_off())
+        assert diag is not None and diag["lp_diff"] < 1e-4  # on-policy: the trainer agrees with the sampler
+        assert diag["clip_frac"] == 0 and diag["ratio_max"] == pytest.approx(1.0)  # rho = 1 in the only pass
     assert first_token_prob() > 2 * before
+
+
+def test_later_passes_report_what_the_clip_did():
+    """With mu = 2 the second pass sees rho != 1, and clip_frac / ratio_max come from it."""
+    from advantage import group_advantages
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=16, block_size=16, n_layer=1, n_head=2, n_embd=32))
+    s = sample(model.eval(), [[1, 2], [3]], 8, 3, generator=torch.Generator().manual_seed(0))
+    advantages = group_advantages(torch.arange(16.0) % 3, 8)
+    steps = []
+    for mu in (1, 2):
+        model_mu = GPT(model.config)
+        model_mu.load_state_dict(model.state_dict())
+        opt = torch.optim.AdamW(model_mu.parameters(), lr=0.05)
+        cfg = config.Config(micro_batch=8, updates_per_batch=mu, max_new_tokens=3)
+        diag = train.grpo_update(model_mu.train(), opt, s, advantages, cfg, autocast_off())
+        steps.append(opt.state[next(model_mu.parameters())]["step"].item())
+        assert (diag["ratio_max"] > 1.05) == (mu == 2) and (diag["clip_frac"] > 0) == (mu == 2)
+    assert steps == [1, 2]
+
+
+def test_curriculum_draws_unsolved_prompts_more_often():
+    success = torch.tensor([1.0, 1.0, 1.0, 0.0])  # prompt 3 is never solved
+    uniform = train.draw_prompts(random.Random(0), success, 4000, curriculum=False)
+    curriculum = train.draw_prompts(random.Random(0), success, 4000, curriculum=True)
+    assert 0.2 < uniform.count(3) / 4000 < 0.3
+    assert curriculum.count(3) / 4000 == pytest.approx(1 / (1 + 3 * 0.05), abs=0.03)  # weights 1 vs the floor 0.05
+
+
+def test_dynamic_sampling_keeps_groups_with_signal_first():
+    rewards = torch.tensor([1., 1, 0, 1, 0, 0, 1, 0, 1, 1, 1, 1, 0, 0, 0, 0])  # groups of 4: mixed, mixed, all-1, all-0
+    assert train.keep_groups(rewards, 4, 2) == [0, 1]
+    assert train.keep_groups(rewards.flip(0), 4, 3) == [2, 3, 0]  # then the signal-free ones, in drawing order
+
+
+@pytest.fixture
+def rl_setup(monkeypatch):
+    """A tiny model, a pool, and a verifier stand-in that rewards completions of even length: the rewards vary
+    within groups, so every knob has something to act on (the real verifier would reward an untrained model 0)."""
+    class FakeGrade:
+        def __init__(self, text):
+            self.correct = self.formatted = len(text) % 2 == 0
+            self.reason = "ok" if self.correct else "wrong_value"
+
+        def reward(self, format_bonus=0.0):
+            return float(self.correct) + format_bonus * self.formatted
+    monkeypatch.setattr(train, "grade", lambda text, truth: FakeGrade(text))
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32))
+    with torch.no_grad():  # every position's next token: EOS with p ~ 0.15, else nearly uniform
+        model.transformer.ln_f.weight.zero_()  # the final hidden state is ln_f.bias, whatever the input
+        model.transformer.ln_f.bias.fill_(1.0)
+        model.transformer.wte.weight[EOS_ID] = 0.12  # EOS's logit = 32 x 0.12 = 3.8
+    pool = generate_problems(16, seed=0)
+    return model, pool, [encode(p.prompt) for p in pool]
+
+
+def test_rollout_knobs_each_change_what_they_should(rl_setup):
+    from advantage import group_advantages, length_rewards
+    model, pool, pool_ids = rl_setup
+    base = dict(prompts_per_step=4, group_size=4, max_new_tokens=20)
+
+    def roll(**kw):
+        run = train.new_run(0, len(pool))
+        return train.rollout(model, pool, pool_ids, run, config.Config(**base, **kw)), run
+    plain, run = roll()
+    r, G = plain["rewards"], 4
+    assert 0 < r.mean() < 1 and torch.equal(plain["advantages"], group_advantages(r, G))
+    assert not torch.equal(run["success"], torch.full((16,), 0.5))  # the curriculum's estimate moved
+    rloo = roll(advantage="rloo")[0]
+    assert torch.equal(rloo["rewards"], r) and torch.allclose(rloo["advantages"], group_advantages(r, G, "rloo"))
+    assert not torch.allclose(rloo["advantages"], plain["advantages"])
+    shaped = roll(length_weight=0.5)[0]
+    lengths = shaped["samples"].lengths
+    assert torch.equal(shaped["rewards"], r)  # the verifier's reward is what gets logged ...
+    expected = group_advantages(r + 0.5 * length_rewards(lengths, shaped["correct"], G), G)
+    assert torch.allclose(shaped["advantages"], expected)  # ... and the shaped one what gets learned
+    assert not torch.allclose(shaped["advantages"], plain["advantages"])
+    assert torch.equal(roll(length_weight=0.5, length_start=5)[0]["advantages"], plain["advantages"])  # not yet on
+    bonus = roll(format_bonus=0.1)[0]  # paid for every formatted response, right or wrong
+    assert torch.allclose(bonus["rewards"], r + 0.1 * torch.tensor([g.formatted for g in plain["grades"]]))
+    dyn = roll(dynamic_sampling=True)[0]
+    assert dyn["samples"].tokens.shape[0] == 16 and len(dyn["idx"]) == 4  # 8 prompts drawn, 4 groups kept
+    kept = train.group_stats(dyn["rewards"], G)["zero_var_frac"]
+    assert kept <= dyn["drawn_zero_signal"] and kept < 1
 
 
 def test_config_combinations_are_refused_before_any_work(tmp_path):
@@ -139,21 +311,30 @@ def test_config_combinations_are_refused_before_any_work(tmp_path):
 def test_two_step_rl_run_writes_metrics_checkpoint_and_summary(tmp_path):
     r = run_train(*TINY, f"--out_dir={tmp_path}", "--rl_steps=2", "--kl_coef=0.04")
     assert r.returncode == 0, r.stderr
-    import json
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     for key in ("pretrain_acc", "rl_acc", "corpus_acc", "think_share_before", "think_share_after", "wall_s"):
         assert 0 <= summary[key] <= (1 if key != "wall_s" else 1e4)
     records = read_metrics(tmp_path)
     rl = [m for m in records if m["stage"] == "rl"]
     assert [m["rl_step"] for m in rl] == [1, 2]
-    for key in ("reward", "accuracy", "format_rate", "zero_signal", "zero_signal_pred", "kl", "clip_frac",
+    for key in ("reward", "accuracy", "format_rate", "zero_signal", "zero_signal_pred", "loss", "kl", "clip_frac",
                 "entropy", "grad_norm", "lp_diff", "truncated", "think_share", "sample_s", "train_s"):
         assert key in rl[0]
     assert rl[0]["lp_diff"] < 1e-4  # sampler and trainer compute the same log-probs
+    assert "loss +" in r.stdout or "loss -" in r.stdout  # the loss is printed, not only computed
     assert any(m["stage"] == "rl_eval" and "pass@4" in m for m in records)
     ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=False)
     assert ckpt["stage"] == "rl" and ckpt["rl_step"] == 2 and ckpt["ref_model"] is not None
     assert "optimizer" in ckpt and "sample_gen" in ckpt
+
+
+def test_another_runs_checkpoint_starts_a_new_rl_stage(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert run_train(*TINY, f"--out_dir={first}", "--rl_steps=2").returncode == 0
+    r = run_train(*TINY, f"--out_dir={second}", f"--init_from={first / 'ckpt.pt'}", "--rl_steps=2")
+    assert r.returncode == 0, r.stderr
+    assert [m["rl_step"] for m in read_metrics(second) if m["stage"] == "rl"] == [1, 2]
+    assert "pretrain step" not in r.stdout and "before RL" in r.stdout
 
 
 def test_resume_reproduces_the_uninterrupted_run(tmp_path):
@@ -169,38 +350,48 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     assert a == b
 
 
-def test_non_finite_updates_are_skipped_then_stop_the_run(tmp_path):
-    r = run_train(*TINY, f"--out_dir={tmp_path}", "--rl_steps=6", "--rl_lr=1e30", "--max_bad_steps=2",
-                  "--save_interval=1", "--grad_clip=0")
-    assert r.returncode != 0 and "non-finite updates in a row" in r.stderr, r.stderr[-2000:]
-    assert "update skipped" in r.stdout and "Traceback" not in r.stderr
-    ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=False)  # the last good checkpoint is intact
-    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+def test_a_non_finite_update_is_skipped_and_leaves_the_weights_untouched():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=16, block_size=16, n_layer=1, n_head=2, n_embd=32))
+    s = sample(model.eval(), [[1, 2]], 4, 3, generator=torch.Generator().manual_seed(0))
+    s.logprobs[0, -1] = float("nan")  # one poisoned pi_old
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    cfg = config.Config(micro_batch=4, max_new_tokens=3)
+    assert train.grpo_update(model.train(), opt, s, torch.tensor([1.0, -1, 1, -1]), cfg, autocast_off()) is None
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()) and not opt.state
 
 
-def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
-    import signal
-    import time
-    p = subprocess.Popen([sys.executable, "train.py", *TINY, f"--out_dir={tmp_path}", "--rl_steps=10000"],
+def test_non_finite_updates_in_a_row_stop_the_run(tmp_path):
+    assert run_train(*TINY, f"--out_dir={tmp_path / 'a'}", "--rl_steps=0").returncode == 0
+    ckpt = torch.load(tmp_path / "a" / "ckpt.pt", weights_only=False)
+    ckpt["model"]["lm_head.weight"][5, 0] = float("nan")  # every logit, log-prob and loss is NaN from here on
+    torch.save(ckpt, tmp_path / "nan.pt")
+    r = run_train(*TINY, f"--out_dir={tmp_path / 'b'}", f"--init_from={tmp_path / 'nan.pt'}", "--rl_steps=6",
+                  "--max_bad_steps=2", "--save_interval=1")
+    assert r.returncode != 0 and "2 non-finite updates in a row; stopping" in r.stderr, r.stderr[-2000:]
+    assert r.stdout.count("update skipped") == 2 and "Traceback" not in r.stderr
+    assert not (tmp_path / "b" / "ckpt.pt").exists()  # nothing bad was saved
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_ends_the_step_saves_and_resumes_exactly(tmp_path, sig):
+    """Ctrl-C (SIGINT) or a scheduler's SIGTERM: the step in flight completes, a checkpoint is written, and
+    resuming continues exactly as the uninterrupted run (the same weights at the end)."""
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert run_train(*TINY, f"--out_dir={full}", "--rl_steps=20").returncode == 0
+    p = subprocess.Popen([sys.executable, "train.py", *TINY, f"--out_dir={part}", "--rl_steps=20"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline:
-        if (tmp_path / "metrics.jsonl").exists() and '"stage": "rl"' in (tmp_path / "metrics.jsonl").read_text():
+        if (part / "metrics.jsonl").exists() and '"stage": "rl"' in (part / "metrics.jsonl").read_text():
             break
-        time.sleep(0.2)
-    p.send_signal(signal.SIGINT)
+        time.sleep(0.05)
+    p.send_signal(sig)
     out, err = p.communicate(timeout=60)
-    assert "checkpoint saved" in err and "Traceback" not in err, err[-2000:]
-    ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=False)
-    assert ckpt["stage"] == "rl" and ckpt["rl_step"] >= 1
-
-
-def test_curriculum_dynamic_sampling_and_reward_shaping_knobs_run(tmp_path):
-    r = run_train(*TINY, f"--out_dir={tmp_path}", "--rl_steps=2", "--curriculum=true", "--dynamic_sampling=true",
-                  "--length_weight=0.5", "--format_bonus=0.1", "--advantage=rloo", "--loss_agg=seq-sum-constant",
-                  "--updates_per_batch=2", "--clip_eps_high=0.28")
-    assert r.returncode == 0, r.stderr[-2000:]
-    rl = [m for m in read_metrics(tmp_path) if m["stage"] == "rl"]
-    assert len(rl) == 2
-    # the format bonus is paid for formatted responses only, so the reward is at least 0.1 x the format rate
-    assert all(m["reward"] >= 0.1 * m["format_rate"] - 1e-6 for m in rl)
+    assert f"stopped by {sig.name}" in err and "checkpoint saved" in err and "Traceback" not in err, err[-2000:]
+    stopped_at = torch.load(part / "ckpt.pt", weights_only=False)["rl_step"]
+    assert 1 <= stopped_at < 20, "the signal came too late to test anything"
+    assert run_train(*TINY, f"--out_dir={part}", "--rl_steps=20", "--init_from=resume").returncode == 0
+    a, b = (torch.load(d / "ckpt.pt", weights_only=False)["model"] for d in (full, part))
+    assert all(torch.equal(a[k], b[k]) for k in a)
