@@ -108,7 +108,7 @@ def test_pretrain_step_sets_the_lr_clips_the_gradient_and_lowers_the_loss():
     assert losses[-1] < 0.6 * losses[0]
     # the gradient the optimizer sees is clipped to norm 1e-3 (the loss's own gradient is far larger)
     seen = []
-    opt.step = lambda: seen.append(torch.nn.utils.get_total_norm([p.grad for p in model.parameters()]))
+    opt.step = lambda: seen.append(torch.nn.utils.get_total_norm([p.grad for p in model.parameters()]).item())
     train.pretrain_step(model, opt, x, y, 3e-3, 1e-3, off)
     train.pretrain_step(model, opt, x, y, 3e-3, 0.0, off)  # 0: no clipping
     assert seen[0] == pytest.approx(1e-3, rel=1e-3) and seen[1] > 1e-2
