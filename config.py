@@ -1,11 +1,14 @@
 """
 config.py: the knobs of train.py, typed, with their help text, the two presets, and the checks that refuse a bad
-configuration before any work. Plumbing, not a concept: read it next to train.py.
+configuration before any work (`configure` is all of it, for train.py's main). Plumbing, not a concept: read it
+next to train.py.
 
 `python train.py --help` prints every field with its default; `--key=value` sets one (unknown keys and badly typed
 values stop with a message). A preset fills in the fields the command line does not set.
 """
 import dataclasses
+import math
+import os
 import sys
 from dataclasses import dataclass, field
 
@@ -14,6 +17,7 @@ import torch
 from data.tasks import FAMILIES
 from advantage import METHODS
 from grpo import KL_KINDS, LOSS_AGGS
+from checkpoint import load_checkpoint
 
 
 def knob(default, help):
@@ -24,21 +28,26 @@ def knob(default, help):
 class Config:
     # run
     out_dir: str = knob("out", "where checkpoints and metrics.jsonl go")
-    init_from: str = knob("scratch", "scratch (pretrain first), resume (continue the run in out_dir), or a .pt path")
+    init_from: str = knob("scratch", "scratch (pretrain first), resume (continue the run in out_dir, with its saved "
+                          "config; the flags you give override it), or a checkpoint path (RL starts from its weights)")
+    overwrite: bool = knob(False, "start afresh in an out_dir that holds another run's checkpoint or metrics")
     seed: int = knob(1337, "seed for the model init, the data and the sampler")
     device: str = knob("auto", "auto (cuda, then mps, then cpu), or a torch device string")
+    threads: int = knob(0, "torch CPU threads (0: torch's default, one per core)")
     preset: str = knob("auto", "cpu or gpu defaults for the fields you do not set; auto: gpu on CUDA")
     # task and the imperfect teacher (data/tasks.py)
     families: str = knob("add,sub", f"comma-separated task families from {','.join(FAMILIES)}")
     digits: int = knob(2, "operand digits: the difficulty knob")
     think_prob: float = knob(0.5, "share of teacher demonstrations that show their work")
     error_prob: float = knob(0.3, "share of teacher demonstrations with one mistake")
-    max_new_tokens: int = knob(80, "longest response the model may write")
+    max_new_tokens: int = knob(0, "longest response the model may write (0: fit the task, 1.2 x its longest "
+                                  "demonstration rounded up to a multiple of 16)")
     # model
     n_layer: int = knob(4, "transformer blocks")
     n_head: int = knob(4, "attention heads")
     n_embd: int = knob(128, "channels")
-    block_size: int = knob(128, "context length")
+    block_size: int = knob(0, "context length (0: fit the task, the longest prompt + max_new_tokens, or + the "
+                              "longest demonstration if longer, rounded up to a multiple of 64)")
     # pretraining (supervised, on response tokens only)
     pretrain_steps: int = knob(700, "supervised steps (0: skip pretraining)")
     batch_size: int = knob(64, "sequences per pretraining step")
@@ -46,7 +55,7 @@ class Config:
     warmup_steps: int = knob(50, "linear warmup steps")
     weight_decay: float = knob(0.1, "AdamW weight decay on matrices during pretraining")
     grad_clip: float = knob(1.0, "clip the gradient norm to this (0: off)")
-    eval_interval: int = knob(350, "evaluate (and checkpoint) every this many pretraining steps")
+    eval_interval: int = knob(350, "evaluate every this many pretraining steps")
     eval_problems: int = knob(200, "held-out problems per evaluation")
     # RL (GRPO against the verifier)
     rl_steps: int = knob(100, "GRPO steps (0: stop after pretraining)")
@@ -73,7 +82,7 @@ class Config:
     sample_interval: int = knob(25, "print one prompt, completion and grade every this many RL steps")
     rl_eval_interval: int = knob(50, "held-out evaluation every this many RL steps")
     passk_problems: int = knob(64, "held-out problems for pass@k (G samples each)")
-    save_interval: int = knob(25, "checkpoint every this many RL steps")
+    save_interval: int = knob(25, "checkpoint every this many steps, in pretraining and in RL")
     max_bad_steps: int = knob(3, "stop after this many non-finite updates in a row")
 
 
@@ -81,9 +90,9 @@ PRESETS = {  # a preset fills in the fields the command line does not set
     "cpu": {},  # the defaults above: about 4.5 minutes on 2 CPU cores
     # Not measured yet (no GPU was available to us): a harder mix, 3-digit operands (mul responses reach 125
     # tokens), a 10.7M-parameter model; meant to take about 10 minutes on one GPU.
-    "gpu": dict(families="add,sub,mul,lin", digits=3, max_new_tokens=160, block_size=192, n_layer=6, n_head=6,
-                n_embd=384, pretrain_steps=3000, batch_size=128, lr=1e-3, warmup_steps=100, eval_interval=1000,
-                eval_problems=500, rl_steps=200, prompts_per_step=32, micro_batch=128),
+    "gpu": dict(families="add,sub,mul,lin", digits=3, n_layer=6, n_head=6, n_embd=384, pretrain_steps=3000,
+                batch_size=128, lr=1e-3, warmup_steps=100, eval_interval=1000, eval_problems=500, rl_steps=200,
+                prompts_per_step=32, micro_batch=128),
 }
 
 
@@ -118,48 +127,145 @@ def parse_config(argv):
     return overrides
 
 
-def make_config(overrides, device_type):
-    preset = overrides.get("preset", "auto")
+def make_config(overrides, device_type, saved=None):
+    """The config: the preset's values (or, on resume, the saved run's config), then the command line's."""
+    preset = overrides.get("preset", saved["preset"] if saved else "auto")
     if preset == "auto":
         preset = "gpu" if device_type == "cuda" else "cpu"
     if preset not in PRESETS:
         sys.exit(f"error: unknown preset {preset!r}; choose from auto, {', '.join(PRESETS)}")
-    cfg = Config(**{**PRESETS[preset], **overrides})
+    known = {f.name for f in dataclasses.fields(Config)}
+    base = {k: v for k, v in saved.items() if k in known} if saved else PRESETS[preset]
+    cfg = Config(**{**base, **overrides})
     cfg.preset = preset
-    bad = [f for f in cfg.families.split(",") if f not in FAMILIES]
-    if bad:
-        sys.exit(f"error: --families has unknown {bad}; choose from {','.join(FAMILIES)}")
     return cfg
 
 
-def check_config(cfg, longest_prompt):
-    """Refuse invalid combinations before any work, naming the fields."""
+def at_least(low):
+    return lambda v: v >= low, f">= {low}"
+
+
+def one_of(choices):
+    return lambda v: v in choices, f"one of {choices}"
+
+
+SHARE, POSITIVE = (lambda v: 0 <= v <= 1, "in [0, 1]"), (lambda v: v > 0, "> 0")
+RULES = {  # field: (test, what the value must be); every float must also be finite
+    "threads": at_least(0), "digits": at_least(1), "think_prob": SHARE, "error_prob": SHARE,
+    "max_new_tokens": at_least(0), "n_layer": at_least(1), "n_head": at_least(1), "n_embd": at_least(1),
+    "block_size": at_least(0), "pretrain_steps": at_least(0), "batch_size": at_least(1), "lr": POSITIVE,
+    "warmup_steps": at_least(0), "weight_decay": at_least(0), "grad_clip": at_least(0),
+    "eval_interval": at_least(1), "eval_problems": at_least(1), "rl_steps": at_least(0),
+    "prompts_per_step": at_least(1), "group_size": at_least(1), "micro_batch": at_least(1),
+    "updates_per_batch": at_least(1), "rl_lr": POSITIVE, "temperature": POSITIVE, "advantage": one_of(METHODS),
+    "clip_eps": (lambda v: 0 < v < 1, "in (0, 1)"), "clip_eps_high": at_least(0), "kl_coef": at_least(0),
+    "kl_kind": one_of(KL_KINDS), "loss_agg": one_of(LOSS_AGGS), "format_bonus": at_least(0),
+    "length_weight": at_least(0), "length_start": at_least(0), "rl_pool": at_least(1),
+    "log_interval": at_least(1), "sample_interval": at_least(1), "rl_eval_interval": at_least(1),
+    "passk_problems": at_least(0), "save_interval": at_least(1), "max_bad_steps": at_least(1),
+}
+
+
+def validate(cfg):
+    """Refuse a bad configuration before any work: one rule per field, then the rules between fields. Each
+    message names the field; all of them are printed at once."""
     errors = []
-    for name in ("updates_per_batch", "prompts_per_step", "group_size", "micro_batch", "batch_size"):
-        if getattr(cfg, name) < 1:
-            errors.append(f"--{name} must be >= 1")
-    for name, value, choices in (("advantage", cfg.advantage, METHODS), ("kl_kind", cfg.kl_kind, KL_KINDS),
-                                 ("loss_agg", cfg.loss_agg, LOSS_AGGS)):
-        if value not in choices:
-            errors.append(f"--{name}={value!r} is not one of {choices}")
+    for name, (test, must) in RULES.items():
+        value = getattr(cfg, name)
+        if (isinstance(value, float) and not math.isfinite(value)) or not test(value):
+            errors.append(f"--{name}={value!r} must be {must}")
+    families = cfg.families.split(",")
+    if any(f not in FAMILIES for f in families) or len(set(families)) != len(families):
+        errors.append(f"--families={cfg.families!r} must be distinct names from {','.join(FAMILIES)}")
+    if cfg.n_head >= 1 and cfg.n_embd % cfg.n_head:
+        errors.append(f"--n_embd={cfg.n_embd} must be a multiple of --n_head={cfg.n_head}")
     if cfg.advantage != "none" and cfg.group_size < 2:
         errors.append(f"--advantage={cfg.advantage} compares completions within a group: --group_size must be "
                       f">= 2, got {cfg.group_size}")
     if cfg.micro_batch >= 1 and cfg.prompts_per_step * cfg.group_size % cfg.micro_batch:
         errors.append(f"--micro_batch={cfg.micro_batch} does not divide the batch --prompts_per_step x "
                       f"--group_size = {cfg.prompts_per_step * cfg.group_size}")
-    if longest_prompt + cfg.max_new_tokens > cfg.block_size:
-        errors.append(f"the longest prompt ({longest_prompt} tokens) + --max_new_tokens={cfg.max_new_tokens} "
-                      f"exceeds --block_size={cfg.block_size}")
+    if cfg.passk_problems > cfg.eval_problems:
+        errors.append(f"--passk_problems={cfg.passk_problems} must be <= --eval_problems={cfg.eval_problems}")
+    if os.path.exists(cfg.out_dir) and not os.path.isdir(cfg.out_dir):
+        errors.append(f"--out_dir={cfg.out_dir!r} is a file, not a folder")
+    if cfg.init_from not in ("scratch", "resume") and not os.path.isfile(cfg.init_from):
+        errors.append(f"--init_from={cfg.init_from!r} is neither scratch, resume nor a checkpoint file")
     if errors:
         sys.exit("error: " + "\nerror: ".join(errors))
 
 
+def fit_to_task(cfg, longest_prompt, longest_response, model_block_size=None):
+    """Fill in max_new_tokens and block_size when they are 0 (the rounding gives the presets' 80 / 128 and
+    160 / 192; block_size makes room for both needs below), and check that the task fits: sampling needs prompt + max_new_tokens slots, pretraining the
+    prompt and the teacher's whole demonstration (longest_response: the longest in a sample of the task's
+    problems, EOS included; 8 tokens of margin for a longer one the sample missed). With a loaded model the
+    block size is the model's."""
+    if cfg.max_new_tokens == 0:
+        cfg.max_new_tokens = -(-int(1.2 * longest_response) // 16) * 16
+    if model_block_size:
+        if cfg.block_size not in (0, model_block_size):
+            sys.exit(f"error: --block_size={cfg.block_size} cannot apply: the loaded model's is {model_block_size}")
+        cfg.block_size = model_block_size
+    elif cfg.block_size == 0:
+        need = longest_prompt + max(cfg.max_new_tokens, longest_response + 8 if cfg.pretrain_steps else 0)
+        cfg.block_size = -(-need // 64) * 64
+    errors = []
+    if longest_prompt + cfg.max_new_tokens > cfg.block_size:
+        errors.append(f"the longest prompt ({longest_prompt} tokens) + --max_new_tokens={cfg.max_new_tokens} "
+                      f"exceeds the block size {cfg.block_size}")
+    if cfg.pretrain_steps and longest_prompt + longest_response + 8 > cfg.block_size:
+        errors.append(f"the longest prompt ({longest_prompt} tokens) + the teacher's longest demonstration "
+                      f"({longest_response}) + 8 tokens of margin exceed the block size {cfg.block_size}: raise "
+                      "--block_size, or leave it 0 to fit the task")
+    if errors:
+        sys.exit("error: " + "\nerror: ".join(errors))
+    if cfg.max_new_tokens < longest_response:
+        print(f"note: --max_new_tokens={cfg.max_new_tokens} is shorter than the teacher's longest demonstration "
+              f"({longest_response} tokens): responses that long are truncated and earn nothing")
+    return cfg
+
+
 def pick_device(name):
-    if name != "auto":
-        return torch.device(name), f"--device={name}"
-    if torch.cuda.is_available():
-        return torch.device("cuda"), "CUDA is available"
-    if torch.backends.mps.is_available():
-        return torch.device("mps"), "Apple MPS is available"
-    return torch.device("cpu"), "no GPU found"
+    """The torch device and why it was chosen. A device this torch cannot use stops the run with a message."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda"), "CUDA is available"
+        if torch.backends.mps.is_available():
+            return torch.device("mps"), "Apple MPS is available"
+        return torch.device("cpu"), "no GPU found"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        sys.exit(f"error: --device={name!r} is not a torch device (auto, cpu, cuda, cuda:1, mps)")
+    available = dict(cpu=True, cuda=torch.cuda.is_available(), mps=torch.backends.mps.is_available())
+    if not available.get(device.type, False):
+        sys.exit(f"error: --device={name!r}: this machine's torch ({torch.__version__}) cannot run on it")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        sys.exit(f"error: --device={name!r}: there are {torch.cuda.device_count()} CUDA devices")
+    return device, f"--device={name}"
+
+
+def configure(argv):
+    """The preset's values (on resume, the saved run's config), then what the command line names; checked.
+    Returns the config, the device and why it was chosen, and the checkpoint to start from (None: scratch)."""
+    overrides = parse_config(argv)
+    device, why = pick_device(overrides.get("device", "auto"))
+    resume = overrides.get("init_from") == "resume"
+    ckpt = load_checkpoint(os.path.join(overrides.get("out_dir", Config.out_dir), "ckpt.pt")) if resume else None
+    cfg = make_config(overrides, device.type, ckpt["config"] if resume else None)
+    validate(cfg)
+    if resume:
+        changed = [f"--{k}={v} (was {ckpt['config'].get(k)})" for k, v in overrides.items()
+                   if k != "init_from" and ckpt["config"].get(k) != v]
+        print("resuming with the saved config" + (", except " + " ".join(changed) if changed else ""))
+    elif cfg.init_from != "scratch":
+        ckpt = load_checkpoint(cfg.init_from)
+    if ckpt is not None:  # the model's shape is the checkpoint's; a flag that would change it cannot apply
+        mc = ckpt["model_config"]
+        bad = [f"--{k}={overrides[k]} (the model has {mc[k]})" for k in ("n_layer", "n_head", "n_embd")
+               if k in overrides and overrides[k] != mc[k]]
+        if bad:
+            sys.exit("error: cannot apply to the loaded model: " + ", ".join(bad))
+        cfg.n_layer, cfg.n_head, cfg.n_embd = mc["n_layer"], mc["n_head"], mc["n_embd"]
+    return cfg, device, why, ckpt

@@ -64,8 +64,7 @@ def draw(logits, u, temperature):
 
 def prefill(model, prompt, key_mask, group_size, max_len):
     """Run each padded prompt (P, Lp) once and copy its keys/values to its G rows of a cache for max_len slots.
-    Returns the cache and the logits of each row's next token (B, V). Only the last position needs logits: with
-    GPT-2's 50k vocabulary the unembedding is a third of a forward pass's multiply-adds."""
+    Returns the cache and the logits of each row's next token (B, V): only the last position needs logits."""
     P, Lp = prompt.shape
     pcache = model.make_cache(P, Lp)
     hidden = model(prompt, pos=positions(key_mask), key_mask=key_mask, cache=pcache, return_hidden=True)  # (P, Lp, C)

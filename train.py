@@ -28,7 +28,6 @@ Shapes: P prompts per step, G group size, B = P·G rows, T sequence length, C ch
 import dataclasses
 import json
 import math
-import os
 import random
 import signal
 import sys
@@ -44,7 +43,9 @@ from data.tasks import generate_problems, demonstration
 from verify import grade
 from advantage import group_advantages, length_rewards, group_stats
 from grpo import fused_token_logprobs, grpo_loss, masked_mean
-from config import parse_config, make_config, check_config, pick_device
+from checkpoint import (STOP, new_run, save_checkpoint, restore_run, truncate_log, write_record, claim_out_dir,
+                        request_stop)
+from config import configure, fit_to_task
 
 RL_LINE = ("rl {rl_step:4d} | reward {reward:.3f} acc {accuracy:.3f} fmt {format_rate:.2f} | zero-signal "
            "{zero_signal:.2f} (pred {zero_signal_pred:.2f}) | len {response_len:.1f} (ok {len_correct:.1f} / bad "
@@ -87,7 +88,9 @@ def make_optimizer(model, lr, weight_decay):
 
 
 def pretrain_step(model, optimizer, x, y, lr, grad_clip, autocast):
-    """One supervised step on a batch x, y (B, T) at learning rate lr. Returns the loss before the step."""
+    """One supervised step on a batch x, y (B, T) at learning rate lr. Returns the loss before the step, a 0-dim
+    tensor (asking for its value would make a GPU wait for every step)."""
+    model.train()
     for g in optimizer.param_groups:
         g["lr"] = lr
     with autocast:
@@ -98,7 +101,7 @@ def pretrain_step(model, optimizer, x, y, lr, grad_clip, autocast):
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
-    return loss.item()
+    return loss.detach()
 
 
 # -------------------------------------------------------------------------------------------- grading
@@ -142,7 +145,7 @@ def evaluate(model, problems, prompt_ids, cfg, passk_problems=0):
         G, chunk = cfg.group_size, problems[:passk_problems]
         s = sample(model, prompt_ids[:passk_problems], G, cfg.max_new_tokens, temperature=cfg.temperature,
                    eos_id=EOS_ID, pad_id=PAD_ID, generator=torch.Generator().manual_seed(cfg.seed + 5))
-        c = judge(s, [p.answer for p in chunk for _ in range(G)])[2].view(-1, G).sum(1).tolist()
+        c = judge(s, [p.answer for p in chunk for _ in range(G)])[2].view(-1, G).sum(1).tolist()  # correct of G
         out.update({f"pass@{k}": sum(pass_at_k(G, ci, k) for ci in c) / len(c) for k in (1, G)})
     return out
 
@@ -151,7 +154,7 @@ def show_eval(name, ev):
     families = [k[4:] for k in ev if k.startswith("acc_")]
     print(f"{name}: greedy acc {ev['acc']:.3f} (" + " ".join(f"{f} {ev['acc_' + f]:.3f}" for f in families) +
           f") | think share {ev['think_share']:.2f} | response length {ev['response_len']:.1f}" +
-          "".join(f" | {k} {v:.3f}" for k, v in ev.items() if k.startswith("pass@")), flush=True)
+          "".join(f" | {k} {v:.3f}" for k, v in ev.items() if k.startswith("pass@")))
 
 
 # -------------------------------------------------------------------------------------------- RL
@@ -166,8 +169,8 @@ def draw_prompts(rng, success, n, curriculum):
 def keep_groups(rewards, group_size, n_keep):
     """DAPO's dynamic sampling: of the groups in rewards (B,), the indices of n_keep, those whose rewards differ
     (the only ones with a gradient) first, in drawing order otherwise."""
-    signal = rewards.view(-1, group_size).std(1) > 0  # (groups,)
-    return sorted(range(len(signal)), key=lambda i: not signal[i])[:n_keep]
+    has_signal = (rewards.view(-1, group_size).std(1) > 0).tolist()  # one per group
+    return sorted(range(len(has_signal)), key=lambda i: not has_signal[i])[:n_keep]
 
 
 def rollout(model, pool, pool_ids, run, cfg):
@@ -181,26 +184,27 @@ def rollout(model, pool, pool_ids, run, cfg):
     texts, grades, correct = judge(s, [pool[i].answer for i in idx for _ in range(G)])
     rewards = torch.tensor([g.reward(cfg.format_bonus) if fin else 0.0
                             for g, fin in zip(grades, s.finished.tolist())])  # (B,)
-    drawn_zero_signal = group_stats(rewards, G)["zero_var_frac"]
+    zero_signal_drawn = group_stats(rewards, G)["zero_var_frac"]
     if cfg.dynamic_sampling:
         keep = keep_groups(rewards, G, P)
-        rows = torch.tensor([i * G + j for i in keep for j in range(G)])  # (B,)
+        rows = torch.tensor([i * G + j for i in keep for j in range(G)])  # (B,) the kept groups' row indices
         s = dataclasses.replace(s, **{f.name: getattr(s, f.name)[rows.to(s.tokens.device)]
                                       for f in dataclasses.fields(s) if f.name != "prompt_len"})
         idx, rewards, correct = [idx[i] for i in keep], rewards[rows], correct[rows]
         texts, grades = [texts[r] for r in rows], [grades[r] for r in rows]
-    for i, c in zip(idx, correct.view(P, G).float().mean(1).tolist()):
+    for i, c in zip(idx, correct.view(P, G).float().mean(1).tolist()):  # (P, G) -> each prompt's pass rate
         run["success"][i] = 0.7 * run["success"][i] + 0.3 * c
     shaped = rewards  # (B,) what the advantages see; `rewards` stays the verifier's, for logging
     if cfg.length_weight > 0 and run["rl_step"] >= cfg.length_start:
         shaped = rewards + cfg.length_weight * length_rewards(s.lengths.cpu(), correct, G)
     advantages = group_advantages(shaped, G, method=cfg.advantage, unbiased_std=cfg.unbiased_std)  # (B,)
     return dict(samples=s, idx=idx, texts=texts, grades=grades, rewards=rewards, correct=correct,
-                advantages=advantages, drawn_zero_signal=drawn_zero_signal)
+                advantages=advantages, zero_signal_drawn=zero_signal_drawn)
 
 
 def policy_logprobs(model, x, pos, key_mask, targets, temperature, return_entropy=False):
-    """log pi(targets | x) (B, T) for a batch of sampled sequences, via the memory-light fused gather."""
+    """log pi(targets | x) (B, T) for a batch of sampled sequences (grpo.fused_token_logprobs: without the
+    (B, T, V) logits once they outgrow one chunk)."""
     hidden = model(x, pos=pos, key_mask=key_mask, return_hidden=True)  # (B, T, C)
     return fused_token_logprobs(hidden, model.lm_head.weight, targets, temperature, return_entropy=return_entropy)
 
@@ -211,18 +215,20 @@ def grpo_update(model, optimizer, samples, advantages, cfg, autocast, ref_model=
     counts), and the sampler's log-probs are pi_old. Returns the diagnostics: loss, kl, entropy and lp_diff (the
     sampler-vs-trainer log-prob gap) from the first pass, where rho = 1; clip_frac and ratio_max from the later
     passes, where the clip can act (the first, if there is only one); the last grad_norm. Returns None when a
-    loss or gradient is not finite: that update is skipped, the weights untouched."""
+    loss or gradient is not finite: that pass and the rest are skipped (with updates_per_batch = 1, the weights
+    stay untouched; with more, the passes already taken stand)."""
     s = samples
     x, targets = s.tokens[:, :-1], s.tokens[:, 1:]  # (B, T) each
-    pos, keys = positions(s.valid)[:, :-1], s.valid[:, :-1]  # (B, T) each
+    pos, key_mask = positions(s.valid)[:, :-1], s.valid[:, :-1]  # (B, T) each
     mask, old_logprobs = s.mask[:, 1:], s.logprobs[:, 1:]  # (B, T) each
     B, n_tokens, mu = mask.size(0), mask.sum(), cfg.updates_per_batch
     advantages = advantages.to(mask.device)
+    model.train()
     micro = [slice(i, i + cfg.micro_batch) for i in range(0, B, cfg.micro_batch)]
     ref_logprobs = None
     if ref_model is not None:
         with torch.no_grad(), autocast:
-            ref_logprobs = torch.cat([policy_logprobs(ref_model, x[m], pos[m], keys[m], targets[m], cfg.temperature)
+            ref_logprobs = torch.cat([policy_logprobs(ref_model, x[m], pos[m], key_mask[m], targets[m], cfg.temperature)
                                       for m in micro])  # (B, T)
     passes = []  # per pass over the batch: token-weighted means over its micro-batches
     for _ in range(mu):
@@ -231,8 +237,8 @@ def grpo_update(model, optimizer, samples, advantages, cfg, autocast, ref_model=
         optimizer.zero_grad(set_to_none=True)
         for m in micro:
             with autocast:
-                logprobs, entropy = policy_logprobs(model, x[m], pos[m], keys[m], targets[m], cfg.temperature,
-                                                    return_entropy=True)  # (b, T) each
+                logprobs, entropy = policy_logprobs(model, x[m], pos[m], key_mask[m], targets[m], cfg.temperature,
+                                                    return_entropy=True)  # (micro_batch, T) each
             loss, stats = grpo_loss(logprobs, old_logprobs[m], advantages[m], mask[m],
                                     None if ref_logprobs is None else ref_logprobs[m], clip_eps=cfg.clip_eps,
                                     clip_eps_high=cfg.clip_eps_high or None, kl_coef=cfg.kl_coef,
@@ -268,119 +274,94 @@ def rl_record(rl_step, batch, diag, sample_s, train_s):
     return dict(stage="rl", rl_step=rl_step, reward=rewards.mean().item(), accuracy=correct.float().mean().item(),
                 format_rate=sum(g.formatted for g in batch["grades"]) / len(batch["grades"]),
                 zero_signal=stats["zero_var_frac"], zero_signal_pred=stats["zero_var_pred"],
-                zero_signal_drawn=batch["drawn_zero_signal"], response_len=lengths.mean().item(),
+                zero_signal_drawn=batch["zero_signal_drawn"], response_len=lengths.mean().item(),
                 len_correct=mean_or_nan(lengths[correct]), len_wrong=mean_or_nan(lengths[~correct]),
                 think_share=sum(map(thinks, batch["texts"])) / len(batch["texts"]),
                 truncated=(~s.finished.cpu()).float().mean().item(), **diag, sample_s=sample_s, train_s=train_s)
 
 
-# -------------------------------------------------------------------------------------------- checkpoints
-def new_run(seed, pool_size):
-    """The training state besides the weights and the optimizer: counters, timings, random generators."""
-    return dict(stage="pretrain", step=0, rl_step=0, skipped=0, pretrain_eval=None, pretrain_s=0.0, rl_s=0.0,
-                success=torch.full((pool_size,), 0.5),  # running success rate of each RL prompt (the curriculum's)
-                data_rng=random.Random(seed), sample_gen=torch.Generator().manual_seed(seed + 3))
-
-
-def save_checkpoint(path, model, optimizer, ref_model, cfg, run):
-    """Everything a resumed run needs to continue exactly as if it had never stopped. Atomic: write a temp file
-    then rename, so a crash mid-save never destroys the previous checkpoint."""
-    state = dict(run, data_rng=run["data_rng"].getstate(), sample_gen=run["sample_gen"].get_state(),
-                 torch_rng=torch.get_rng_state(), model=model.state_dict(),
-                 model_config=dataclasses.asdict(model.config), config=dataclasses.asdict(cfg),
-                 optimizer=optimizer.state_dict(), ref_model=ref_model.state_dict() if ref_model else None)
-    torch.save(state, path + ".tmp")
-    os.replace(path + ".tmp", path)
-
-
-def load_checkpoint(path, pool_size, seed):
-    """Returns the checkpoint's model (on the CPU), the saved dict, and its run state as new_run makes it."""
-    if not os.path.exists(path):
-        sys.exit(f"error: no checkpoint at {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    model = GPT(GPTConfig(**ckpt["model_config"]))
-    model.load_state_dict(ckpt["model"])
-    run = new_run(seed, pool_size)
-    run.update({k: ckpt[k] for k in run if k not in ("data_rng", "sample_gen")})
-    run["data_rng"].setstate(ckpt["data_rng"])
-    run["sample_gen"].set_state(ckpt["sample_gen"])
-    torch.set_rng_state(ckpt["torch_rng"])
-    return model, ckpt, run
-
-
-STOP = []  # the signal that asked the run to stop; it stops at the end of the current step
-
-
-def request_stop(signum, frame):
-    if STOP:  # asked twice: stop now, without a checkpoint
-        raise KeyboardInterrupt
-    STOP.append(signal.Signals(signum).name)
-    print(f"\n{STOP[0]}: stopping at the end of this step (again to quit at once, without saving)", flush=True)
-
-
 # -------------------------------------------------------------------------------------------- main
+def make_task(cfg, model_block_size=None):
+    """The held-out problems (distinct) and RL's pool, with their prompts' token ids; fits max_new_tokens and
+    block_size to the task (config.fit_to_task) from the longest prompt and the teacher's longest response."""
+    families = cfg.families.split(",")
+    try:
+        eval_set = generate_problems(cfg.eval_problems, seed=cfg.seed + 1, split="test", families=families,
+                                     digits=cfg.digits, distinct=True)
+        pool = generate_problems(cfg.rl_pool, seed=cfg.seed + 2, families=families, digits=cfg.digits)
+    except ValueError as e:
+        sys.exit(f"error: {e} (--eval_problems, --rl_pool, --digits)")
+    eval_ids, pool_ids = [encode(p.prompt) for p in eval_set], [encode(p.prompt) for p in pool]
+    rng = random.Random(0)  # the teacher's responses with and without a slip
+    longest = max(len(encode(demonstration(p, rng, 1.0, e)[0])) + 1 for p in pool + eval_set for e in (0, 1))
+    fit_to_task(cfg, max(map(len, eval_ids + pool_ids)), longest, model_block_size)
+    return eval_set, eval_ids, pool, pool_ids
+
+
 def main(argv):
     t_start = time.time()
+    STOP.clear()
+    sys.stdout.reconfigure(line_buffering=True)  # a line at a time, also into a file or a pipe
     # ---- config
-    overrides = parse_config(argv)
-    device, why = pick_device(overrides.get("device", "auto"))
-    cfg = make_config(overrides, device.type)
+    cfg, device, why, ckpt = configure(argv)
+    resume = cfg.init_from == "resume"
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
 
-    # ---- setup: the problems, the model, its optimizer, the random generators, the log
-    families = cfg.families.split(",")
-    eval_set = generate_problems(cfg.eval_problems, seed=cfg.seed + 1, split="test", families=families,
-                                 digits=cfg.digits)
-    pool = generate_problems(cfg.rl_pool, seed=cfg.seed + 2, families=families, digits=cfg.digits)  # RL prompts
-    eval_ids, pool_ids = [encode(p.prompt) for p in eval_set], [encode(p.prompt) for p in pool]
-    check_config(cfg, max(map(len, eval_ids + pool_ids)))
+    # ---- setup: the problems, the model, the random generators, the log
+    eval_set, eval_ids, pool, pool_ids = make_task(cfg, ckpt and ckpt["model_config"]["block_size"])
     use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
     print(f"device {device} ({why}), {'bf16 autocast (the GPU supports it)' if use_bf16 else 'fp32'}, "
-          f"preset {cfg.preset}")
-    os.makedirs(cfg.out_dir, exist_ok=True)
-    ckpt_path = os.path.join(cfg.out_dir, "ckpt.pt")
+          f"preset {cfg.preset}, {torch.get_num_threads()} CPU threads")
+    ckpt_path, metrics_path = claim_out_dir(cfg.out_dir, resume, cfg.overwrite)
     torch.manual_seed(cfg.seed)
     corpus_rng = random.Random(cfg.seed + 4)  # the imitation ceiling: how often the teacher is right, measured
     corpus_acc = sum(demonstration(p, corpus_rng, cfg.think_prob, cfg.error_prob)[1] for p in pool) / len(pool)
     print(f"pretraining corpus: {cfg.families} with {cfg.digits} digits, think_prob {cfg.think_prob}, error_prob "
-          f"{cfg.error_prob}: the teacher is right on {corpus_acc:.1%} of problems (the imitation ceiling)")
-    ckpt, run = None, new_run(cfg.seed, len(pool))
-    if cfg.init_from == "scratch":
+          f"{cfg.error_prob}: the teacher is right on {corpus_acc:.1%} of problems (the imitation ceiling); "
+          f"max_new_tokens {cfg.max_new_tokens}, block_size {cfg.block_size}")
+    run = new_run(cfg.seed, len(pool))
+    if ckpt is None:
         model = GPT(GPTConfig(vocab_size=VOCAB_SIZE, block_size=cfg.block_size, n_layer=cfg.n_layer,
                               n_head=cfg.n_head, n_embd=cfg.n_embd))
-    elif cfg.init_from == "resume":  # continue this run where it stopped
-        model, ckpt, run = load_checkpoint(ckpt_path, len(pool), cfg.seed)
+    else:
+        model = GPT(GPTConfig(**ckpt["model_config"]))
+        model.load_state_dict(ckpt["model"])
+    if resume:  # continue this run where it stopped
+        run = restore_run(ckpt, cfg.seed, len(pool))
+        truncate_log(metrics_path, run)
         print(f"resumed {ckpt_path}: stage {run['stage']}, pretrain step {run['step']}, RL step {run['rl_step']}")
-    else:  # another run's weights: a new RL stage starts from them
-        model = load_checkpoint(cfg.init_from, len(pool), cfg.seed)[0]
-        run["stage"] = "rl"
+    elif ckpt is not None:  # another run's weights: a new RL stage starts from them
+        run["stage"], ckpt = "rl", None
         print(f"loaded the weights of {cfg.init_from}; RL starts from them")
     model.to(device)
     print(f"model: {model.num_params() / 1e6:.2f}M parameters, {model.config.n_layer} layers, "
           f"{model.config.n_embd} channels")
-    metrics = open(os.path.join(cfg.out_dir, "metrics.jsonl"), "a")
-    log = lambda record: (metrics.write(json.dumps(record) + "\n"), metrics.flush())
+    metrics = open(metrics_path, "a")
+    log = lambda record: write_record(metrics, record)
+    wall_before = run["wall_s"]
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
 
     # ---- pretrain: imitate the teacher on fresh problems every step (the data never repeats)
     if run["stage"] == "pretrain":
         optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)
-        if ckpt:
+        if resume:
             optimizer.load_state_dict(ckpt["optimizer"])
         t0 = time.time() - run["pretrain_s"]
         while run["step"] < cfg.pretrain_steps and not STOP:
-            problems = generate_problems(cfg.batch_size, seed=run["data_rng"].getrandbits(64), families=families,
-                                         digits=cfg.digits)
+            problems = generate_problems(cfg.batch_size, seed=run["data_rng"].getrandbits(64),
+                                         families=cfg.families.split(","), digits=cfg.digits)
             x, y = pretrain_batch(problems, run["data_rng"], cfg.think_prob, cfg.error_prob)
             loss = pretrain_step(model, optimizer, x.to(device), y.to(device), lr_at(run["step"], cfg),
                                  cfg.grad_clip, autocast)
             run["step"] += 1
-            step, run["pretrain_s"] = run["step"], time.time() - t0
+            step, run["pretrain_s"], run["wall_s"] = run["step"], time.time() - t0, wall_before + time.time() - t_start
             if step % 50 == 0 or step == 1:
-                print(f"pretrain step {step:5d} | loss {loss:.4f} | lr {lr_at(step, cfg):.2e} | "
-                      f"{run['pretrain_s']:.0f}s", flush=True)
-                log(dict(stage="pretrain", step=step, loss=loss, time=run["pretrain_s"]))
+                print(f"pretrain step {step:5d} | loss {loss.item():.4f} | lr {lr_at(step, cfg):.2e} | "
+                      f"{run['pretrain_s']:.0f}s")
+                log(dict(stage="pretrain", step=step, loss=loss.item(), time=run["pretrain_s"]))
             # evaluate and checkpoint; the last eval is also RL's starting point, so it adds pass@k
             if step % cfg.eval_interval == 0 or step == cfg.pretrain_steps:
                 last = step == cfg.pretrain_steps
@@ -388,10 +369,11 @@ def main(argv):
                 run["pretrain_eval"] = ev if last else None
                 show_eval(f"eval @ pretrain step {step}", ev)
                 log(dict(stage="pretrain_eval", step=step, **ev))
+            if step % cfg.save_interval == 0 or step % cfg.eval_interval == 0 or step == cfg.pretrain_steps:
                 save_checkpoint(ckpt_path, model, optimizer, None, cfg, run)
 
     # ---- RL: sample -> verify -> advantage -> loss -> step -> log, rl_steps times
-    resume_rl = ckpt is not None and ckpt["stage"] == "rl"
+    resume_rl = resume and ckpt["stage"] == "rl"
     if not resume_rl and not STOP:  # RL starts here: measure where it starts from, unless pretraining just did
         if run["pretrain_eval"] is None:
             run["pretrain_eval"] = evaluate(model, eval_set, eval_ids, cfg, cfg.passk_problems)
@@ -400,10 +382,12 @@ def main(argv):
         run["stage"] = "rl"
     ref_model = None
     if cfg.kl_coef > 0:  # the frozen reference is the policy RL started from
+        if resume_rl and ckpt["ref_model"] is None:
+            sys.exit("error: --kl_coef > 0, but the resumed run had no KL term: the policy it started from is lost")
         ref_model = GPT(model.config).to(device).eval().requires_grad_(False)
-        ref_model.load_state_dict(ckpt["ref_model"] if resume_rl and ckpt["ref_model"] else model.state_dict())
+        ref_model.load_state_dict(ckpt["ref_model"] if resume_rl else model.state_dict())
     if run["stage"] == "rl":
-        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.rl_lr, betas=(0.9, 0.99), weight_decay=0.0)
+        optimizer = make_optimizer(model, cfg.rl_lr, weight_decay=0.0)
         if resume_rl:
             optimizer.load_state_dict(ckpt["optimizer"])
     bad_steps, final, t_rl = 0, None, time.time() - run["rl_s"]
@@ -411,16 +395,15 @@ def main(argv):
         t0 = time.time()
         batch = rollout(model, pool, pool_ids, run, cfg)  # sample -> verify -> advantage
         t1 = time.time()
-        model.train()
         for g in optimizer.param_groups:  # a short warmup: Adam's first steps are its largest
             g["lr"] = cfg.rl_lr * min(1.0, (run["rl_step"] + 1) / 10)
         diag = grpo_update(model, optimizer, batch["samples"], batch["advantages"], cfg, autocast, ref_model)
         run["rl_step"] += 1
-        rl_step, run["rl_s"] = run["rl_step"], time.time() - t_rl
+        rl_step, run["rl_s"], run["wall_s"] = run["rl_step"], time.time() - t_rl, wall_before + time.time() - t_start
         if diag is None:  # loss -> step failed: nothing was changed
             run["skipped"], bad_steps = run["skipped"] + 1, bad_steps + 1
             print(f"warning: non-finite loss or gradient at RL step {rl_step}: update skipped ({bad_steps} in a "
-                  f"row, {run['skipped']} in all)", flush=True)
+                  f"row, {run['skipped']} in all)")
             if bad_steps >= cfg.max_bad_steps:
                 sys.exit(f"error: {bad_steps} non-finite updates in a row; stopping. The last good checkpoint is "
                          f"{ckpt_path}")
@@ -430,11 +413,11 @@ def main(argv):
         rec = rl_record(rl_step, batch, diag, t1 - t0, time.time() - t1)
         log(rec)
         if rl_step % cfg.log_interval == 0:
-            print(RL_LINE.format(**rec), flush=True)
+            print(RL_LINE.format(**rec))
         if rl_step % cfg.sample_interval == 0:
             p, g = pool[batch["idx"][0]], batch["grades"][0]
             print(f"  sample: {p.prompt.strip()} -> {batch['texts'][0]!r} [{g.reason}, reward "
-                  f"{batch['rewards'][0].item():.2f}, truth {p.answer}]", flush=True)
+                  f"{batch['rewards'][0].item():.2f}, truth {p.answer}]")
         # eval and save
         if rl_step % cfg.rl_eval_interval == 0 or rl_step == cfg.rl_steps:
             final = evaluate(model, eval_set, eval_ids, cfg, cfg.passk_problems)
@@ -442,7 +425,7 @@ def main(argv):
             log(dict(stage="rl_eval", rl_step=rl_step, **final))
         if rl_step % cfg.save_interval == 0 or rl_step == cfg.rl_steps:
             save_checkpoint(ckpt_path, model, optimizer, ref_model, cfg, run)
-    if STOP:
+    if STOP and not (run["stage"] == "rl" and run["rl_step"] >= cfg.rl_steps):  # stopped with work left
         save_checkpoint(ckpt_path, model, optimizer, ref_model, cfg, run)
         sys.exit(f"stopped by {STOP[0]} in {run['stage']}: checkpoint saved to {ckpt_path}; continue with "
                  "--init_from=resume")
@@ -459,7 +442,7 @@ def main(argv):
     summary = dict(pretrain_acc=before["acc"], rl_acc=final["acc"], corpus_acc=corpus_acc,
                    think_share_before=before["think_share"], think_share_after=final["think_share"],
                    pretrain_s=round(run["pretrain_s"], 1), rl_s=round(time.time() - t_rl, 1) if cfg.rl_steps else 0.0,
-                   wall_s=round(time.time() - t_start, 1), skipped_updates=run["skipped"],
+                   wall_s=round(wall_before + time.time() - t_start, 1), skipped_updates=run["skipped"],
                    seed=cfg.seed, preset=cfg.preset)
     log(dict(stage="summary", **summary))
     print(json.dumps(summary))

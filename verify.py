@@ -7,8 +7,7 @@ grammar under hard caps, and nothing in it is ever evaluated.
 
 Contract
     grade(response, truth) -> Grade(correct, formatted, reason, answer)
-    reward(response, truth, format_bonus=0.0) = 1.0 * correct + format_bonus * formatted
-    extract_answer(response) -> the raw text between the answer tags (for logging), or None
+    Grade.reward(format_bonus=0.0) = 1.0 * correct + format_bonus * formatted
   response   the decoded text after the prompt, end-of-text token already stripped.
   truth      one number, read by the same grammar and caps as an answer (below): "132", "-38", "7/2" from our
              task generator, and also "0.5", "+5", "005", "\\frac{7}{2}" from other data. A truth that is not
@@ -181,14 +180,6 @@ def grade(response: str, truth: str) -> Grade:
     return Grade(correct, True, "ok" if correct else "wrong_value", answer)
 
 
-def reward(response: str, truth: str, format_bonus: float = 0.0) -> float:
-    return grade(response, truth).reward(format_bonus)
-
-
-def extract_answer(response: str) -> str | None:
-    return _split(response)[1] if isinstance(response, str) else None
-
-
 if __name__ == "__main__":
     def wrap(answer, think="3x=7"):
         return f"<think>{think}</think><answer>{answer}</answer>"
@@ -208,5 +199,5 @@ if __name__ == "__main__":
         g = grade(response, truth)
         us = (time.perf_counter() - t0) * 1e6
         shown = repr(response) if len(response) <= 70 else repr(response[:50]) + f"...({len(response)} chars)"
-        print(f"{g.reason:<16}{g.correct!s:>8}{g.formatted!s:>6}{reward(response, truth, 0.1):>14.1f}{us:>8.1f}"
+        print(f"{g.reason:<16}{g.correct!s:>8}{g.formatted!s:>6}{g.reward(0.1):>14.1f}{us:>8.1f}"
               f"  {shown}  truth={truth}")

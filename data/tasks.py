@@ -61,7 +61,8 @@ def nudge(d, rng, hi=9):
 
 # --- worked solutions. Each takes `slip`: None, or a random.Random that plants one wrong result in one step
 # (a sum or product off by one). The later steps are carried out correctly from the wrong intermediate, so the
-# mistake propagates (through the carry too) to what the teacher concludes: true answer ± 10^k, never the truth. They return (solution text, the answer the text concludes).
+# mistake propagates (through the carry too) to what the teacher concludes: true answer ± 10^k, never the truth.
+# They return (solution text, the answer the text concludes).
 
 def add_steps(a, b, slip=None):
     width = max(len(str(a)), len(str(b)))
@@ -135,8 +136,10 @@ def lin_steps(a, b, c, slip=None):
 
 
 def make_problem(family, rng, digits=2):
-    """One random problem of a family. `digits` is the difficulty knob: operand digits (mul: of the
+    """One random problem of a family. `digits` (>= 1) is the difficulty knob: operand digits (mul: of the
     multiplicand, with a one-digit multiplier below 3 digits; lin: of the constants b and c)."""
+    if digits < 1:
+        raise ValueError(f"digits must be >= 1, got {digits}")
     n = lambda d: rng.randrange(10 ** (d - 1) if d > 1 else 0, 10 ** d)
     if family == "add":
         a, b = n(digits), n(digits)
@@ -161,22 +164,27 @@ def split_of(problem, test_share=0.1):
     return "test" if h % 1000 < test_share * 1000 else "train"
 
 
-def generate_problems(n, seed, split="train", families=FAMILIES, digits=2):
-    """n problems of one split, families drawn uniformly, deterministic given the arguments.
-    digits is an int for all families or a dict {family: digits}."""
+def generate_problems(n, seed, split="train", families=FAMILIES, digits=2, distinct=False):
+    """n problems of one split, families drawn uniformly, deterministic given the arguments; with distinct, no
+    prompt twice. digits is an int for all families or a dict {family: digits}. A split that cannot be filled
+    (too few problems of that size exist, e.g. at digits=1) raises ValueError after a bounded number of draws."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', not {split!r}")
     for f in families:
         if f not in FAMILIES:
             raise ValueError(f"unknown task family {f!r}; choose from {FAMILIES}")
     rng = random.Random(seed)
-    out = []
-    while len(out) < n:
+    out, seen = [], set()
+    for _ in range(100 * n + 10_000):
+        if len(out) == n:
+            return out
         family = rng.choice(families)
         p = make_problem(family, rng, digits[family] if isinstance(digits, dict) else digits)
-        if split_of(p) == split:
+        if split_of(p) == split and not (distinct and p.prompt in seen):
             out.append(p)
-    return out
+            seen.add(p.prompt)
+    raise ValueError(f"only {len(out)} {'distinct ' if distinct else ''}{split} problems found for {n} "
+                     f"(families {','.join(families)}, digits {digits}): ask for fewer, or for bigger problems")
 
 
 def recompute(problem, slip):

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import sample as sample_module
 from model import GPT, GPTConfig, positions
 from sample import draw, sample
 
@@ -25,7 +26,7 @@ def one_thread():
 
 def tiny(seed=0):
     """A random GPT with every weight matrix scaled by 10. At GPT-2's init the logits are ~0.1 apart (too flat for
-    temperature or top-p to show); this one has varied distributions with a few likely tokens each."""
+    temperature to show); this one has varied distributions with a few likely tokens each."""
     torch.manual_seed(seed)
     model = GPT(CFG).eval()
     with torch.no_grad():
@@ -129,9 +130,16 @@ def test_a_batch_whose_rows_all_finish_early_stops_early():
         model.transformer.wte.weight[eos_id] = 0.075  # EOS's logit = 64 · 0.075 = 4.8
         p_eos = float(model(torch.tensor([[1]]))[0, -1].softmax(-1)[eos_id])
     assert 0.2 < p_eos < 0.5
-    s = sample(model, PROMPTS, G, N, eos_id=eos_id, generator=gen(2))
+    steps = []
+    counted = lambda *a: steps.append(1) or decode_step(*a)
+    decode_step, sample_module.decode_step = sample_module.decode_step, counted
+    try:
+        s = sample(model, PROMPTS, G, N, eos_id=eos_id, generator=gen(2))
+    finally:
+        sample_module.decode_step = decode_step
     check_invariants(s, PROMPTS, G, N, eos_id)
     assert s.finished.all()
+    assert len(steps) == int(s.lengths.max()) - 1  # no decode step after the last row finished
     assert s.tokens.shape[1] == s.prompt_len + int(s.lengths.max()) < s.prompt_len + N  # stopped early
     assert len(set(s.lengths.tolist())) > 3  # the rows did finish at different steps
 

@@ -1,7 +1,6 @@
 """train.py and config.py: the typed config and its errors, pretraining, grading and evaluation, the RL step's
 pieces and knobs, and whole runs (tiny ones) with checkpoints, resume and stopping."""
 import json
-import math
 import random
 import signal
 import subprocess
@@ -20,8 +19,21 @@ from model import GPT, GPTConfig
 from sample import Samples, sample
 
 
+TINY = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--pretrain_steps=3", "--batch_size=8", "--eval_problems=8",
+        "--rl_pool=16", "--prompts_per_step=2", "--group_size=4", "--micro_batch=4", "--passk_problems=4",
+        "--max_new_tokens=40", "--eval_interval=3", "--warmup_steps=1", "--device=cpu", "--preset=cpu"]
+
+
 def run_train(*args, timeout=120):
     return subprocess.run([sys.executable, "train.py", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def read_metrics(out):
+    return [json.loads(line) for line in open(out / "metrics.jsonl")]
+
+
+def autocast_off():
+    return torch.autocast("cpu", enabled=False)
 
 
 def test_overrides_are_typed():
@@ -50,8 +62,8 @@ def test_bad_overrides_stop_with_a_message_naming_them(argv, message):
 
 
 def test_bad_families_and_presets_are_refused():
-    with pytest.raises(SystemExit, match="unknown"):
-        config.make_config({"families": "add,div"}, "cpu")
+    with pytest.raises(SystemExit, match="--families='add,div' must be distinct names from"):
+        config.validate(config.make_config({"families": "add,div"}, "cpu"))
     with pytest.raises(SystemExit, match="preset"):
         config.make_config({"preset": "tpu"}, "cpu")
 
@@ -114,10 +126,6 @@ def test_pretrain_step_sets_the_lr_clips_the_gradient_and_lowers_the_loss():
     assert seen[0] == pytest.approx(1e-3, rel=1e-3) and seen[1] > 1e-2
 
 
-def autocast_off():
-    return torch.autocast("cpu", enabled=False)
-
-
 # ------------------------------------------------------------------------------------------------ grading
 def test_thinks_needs_a_non_empty_think_block():
     assert train.thinks(response("1+1=2", "2")) and not train.thinks(response("", "2"))
@@ -175,19 +183,6 @@ def test_evaluate_reports_accuracy_per_family_think_share_length_and_pass_at_k(m
 
 
 # ------------------------------------------------------------------------------------------------ RL
-TINY = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--pretrain_steps=3", "--batch_size=8", "--eval_problems=8",
-        "--rl_pool=16", "--prompts_per_step=2", "--group_size=4", "--micro_batch=4", "--passk_problems=4",
-        "--max_new_tokens=40", "--eval_interval=3", "--warmup_steps=1", "--device=cpu", "--preset=cpu"]
-
-
-def run_train(*args, timeout=120):
-    return subprocess.run([sys.executable, "train.py", *args], capture_output=True, text=True, timeout=timeout)
-
-
-def read_metrics(out):
-    return [json.loads(line) for line in open(out / "metrics.jsonl")]
-
-
 def test_planted_reward_moves_the_policy():
     """Reward 1 when the first sampled token is `target`: a few GRPO updates must make it more likely."""
     from advantage import group_advantages
@@ -290,16 +285,16 @@ def test_rollout_knobs_each_change_what_they_should(rl_setup):
     dyn = roll(dynamic_sampling=True)[0]
     assert dyn["samples"].tokens.shape[0] == 16 and len(dyn["idx"]) == 4  # 8 prompts drawn, 4 groups kept
     kept = train.group_stats(dyn["rewards"], G)["zero_var_frac"]
-    assert kept <= dyn["drawn_zero_signal"] and kept < 1
+    assert kept <= dyn["zero_signal_drawn"] and kept < 1
 
 
 def test_config_combinations_are_refused_before_any_work(tmp_path):
     cases = [(["--group_size=1"], "--group_size must be >= 2"),
              (["--micro_batch=3"], "--micro_batch=3 does not divide"),
-             (["--advantage=ppo"], "--advantage='ppo' is not one of"),
-             (["--loss_agg=sum"], "--loss_agg='sum' is not one of"),
+             (["--advantage=ppo"], "--advantage='ppo' must be one of"),
+             (["--loss_agg=sum"], "--loss_agg='sum' must be one of"),
              (["--kl_kind=k4"], "--kl_kind='k4'"),
-             (["--max_new_tokens=200"], "exceeds --block_size")]
+             (["--max_new_tokens=200", "--block_size=128"], "exceeds the block size 128")]
     for args, message in cases:
         r = run_train(*TINY, f"--out_dir={tmp_path}", *args)
         assert r.returncode != 0 and message in r.stderr, (args, r.stderr)
@@ -328,6 +323,19 @@ def test_two_step_rl_run_writes_metrics_checkpoint_and_summary(tmp_path):
     assert "optimizer" in ckpt and "sample_gen" in ckpt
 
 
+def test_the_gpu_preset_code_path_runs_on_cpu_at_a_tiny_size(tmp_path):
+    """--preset=gpu: all four families at 3 digits, 160 new tokens in a 192-token context (bf16 only on CUDA)."""
+    r = run_train("--preset=gpu", "--device=cpu", "--n_layer=1", "--n_head=2", "--n_embd=32", "--pretrain_steps=2",
+                  "--eval_interval=2", "--batch_size=4", "--eval_problems=8", "--rl_pool=16", "--prompts_per_step=2",
+                  "--group_size=2", "--micro_batch=4", "--passk_problems=2", "--rl_steps=1", f"--out_dir={tmp_path}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout.strip().splitlines()[-1])["preset"] == "gpu"
+    ev = [m for m in read_metrics(tmp_path) if m["stage"] == "rl_eval"][-1]
+    assert {"acc_add", "acc_sub", "acc_mul", "acc_lin", "pass@2"} <= set(ev)
+    ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=False)
+    assert ckpt["config"]["digits"] == 3 and ckpt["model_config"]["block_size"] == 192
+
+
 def test_another_runs_checkpoint_starts_a_new_rl_stage(tmp_path):
     first, second = tmp_path / "first", tmp_path / "second"
     assert run_train(*TINY, f"--out_dir={first}", "--rl_steps=2").returncode == 0
@@ -337,17 +345,22 @@ def test_another_runs_checkpoint_starts_a_new_rl_stage(tmp_path):
     assert "pretrain step" not in r.stdout and "before RL" in r.stdout
 
 
-def test_resume_reproduces_the_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("knobs", [[], ["--curriculum=true", "--dynamic_sampling=true", "--kl_coef=0.04",
+                                         "--updates_per_batch=2", "--length_weight=0.5"]])
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, knobs):
+    """Every piece of state a knob keeps (success rates, the reference, Adam's moments) survives a checkpoint."""
     full, part = tmp_path / "full", tmp_path / "part"
-    assert run_train(*TINY, f"--out_dir={full}", "--rl_steps=4", "--save_interval=2").returncode == 0
-    assert run_train(*TINY, f"--out_dir={part}", "--rl_steps=2", "--save_interval=2").returncode == 0
-    r = run_train(*TINY, f"--out_dir={part}", "--rl_steps=4", "--save_interval=2", "--init_from=resume")
+    assert run_train(*TINY, *knobs, f"--out_dir={full}", "--rl_steps=4", "--save_interval=2").returncode == 0
+    assert run_train(*TINY, *knobs, f"--out_dir={part}", "--rl_steps=2", "--save_interval=2").returncode == 0
+    r = run_train(*TINY, *knobs, f"--out_dir={part}", "--rl_steps=4", "--save_interval=2", "--init_from=resume")
     assert r.returncode == 0, r.stderr
     timeless = lambda m: {k: v for k, v in m.items() if not k.endswith("_s") and k != "time"}
     a = [timeless(m) for m in read_metrics(full) if m["stage"] == "rl"]
     b = [timeless(m) for m in read_metrics(part) if m["stage"] == "rl"]
     assert [m["rl_step"] for m in b] == [1, 2, 3, 4]
     assert a == b
+    wa, wb = (torch.load(d / "ckpt.pt", weights_only=False)["model"] for d in (full, part))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
 def test_a_non_finite_update_is_skipped_and_leaves_the_weights_untouched():

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import verify
-from verify import FORMATTED, Grade, extract_answer, grade, reward
+from verify import FORMATTED, Grade, grade
 
 
 def A(answer, think="ok"):
@@ -238,7 +238,7 @@ def test_case(response, truth, reason):
     g = grade(response, truth)
     assert isinstance(g, Grade)
     assert (g.reason, g.correct, g.formatted) == (reason, reason == "ok", reason in FORMATTED), repr(response[:80])
-    assert reward(response, truth) == float(g.correct)
+    assert g.reward() == float(g.correct)
 
 
 def test_every_case_is_fast():
@@ -256,23 +256,19 @@ def test_every_case_is_fast():
     assert slowest < 0.010
 
 
-def test_reward_and_format_bonus():
-    assert reward(A("132"), "132") == 1.0
-    assert reward(A("132"), "132", format_bonus=0.1) == pytest.approx(1.1)
-    assert reward(A("131"), "132", format_bonus=0.1) == pytest.approx(0.1)  # formatted but wrong
-    assert reward(A("131"), "132") == 0.0
-    assert reward("132", "132", format_bonus=0.1) == 0.0  # right number, no tags
-    assert reward(A("lol"), "132", format_bonus=0.1) == 0.0  # tags around junk earn nothing
-    assert reward(A("131 or 132"), "132", format_bonus=0.1) == 0.0
-
-
-def test_extract_answer():
-    assert extract_answer(A(" x = 7/2 ")) == " x = 7/2 "
-    assert extract_answer(A("")) == ""
-    assert extract_answer("7/2") is None
-    assert extract_answer(A("7/2") + " and more") is None
+def test_the_answer_is_the_text_between_the_answer_tags():
     assert grade(A(" 7/2 "), "7/2").answer == " 7/2 "
     assert grade("7/2", "7/2").answer is None
+
+
+def test_reward_and_format_bonus():
+    assert grade(A("132"), "132").reward() == 1.0
+    assert grade(A("132"), "132").reward(0.1) == pytest.approx(1.1)
+    assert grade(A("131"), "132").reward(0.1) == pytest.approx(0.1)  # formatted but wrong
+    assert grade(A("131"), "132").reward() == 0.0
+    assert grade("132", "132").reward(0.1) == 0.0  # right number, no tags
+    assert grade(A("lol"), "132").reward(0.1) == 0.0  # tags around junk earn nothing
+    assert grade(A("131 or 132"), "132").reward(0.1) == 0.0
 
 
 @pytest.mark.parametrize("truth, right, wrong", [
@@ -326,8 +322,7 @@ def test_hostile_payload_does_not_execute(tmp_path, monkeypatch):
         for response in (A(payload), payload, A(f"\\boxed{{{payload}}}"), A(f"x = {payload}"), A(f"${payload}$")):
             g = grade(response, "5")
             assert not g.correct and g.reason in ("unparseable", "no_tags", "too_long"), (response, g)
-            assert reward(response, "5", format_bonus=0.1) == 0.0
-            extract_answer(response)
+            assert grade(response, "5").reward(0.1) == 0.0
         assert grade(A("5", think=payload), "5").correct  # code in the reasoning is just text
     assert not target.exists()
     assert list(tmp_path.iterdir()) == []
@@ -372,9 +367,9 @@ def test_fuzz_random_strings_never_raise():
         g = grade(response, truth)
         seen.add(g.reason)
         assert g.formatted == (g.reason in FORMATTED) and g.correct == (g.reason == "ok")
-        assert reward(response, truth, format_bonus=0.25) in (0.0, 0.25, 1.25)
-        payload = extract_answer(response)
-        assert (payload is None) == (g.answer is None)
+        assert grade(response, truth).reward(0.25) in (0.0, 0.25, 1.25)
+        if g.answer is not None:  # only text that sits between the one pair of answer tags
+            assert response.count("<answer>") == 1 and f"<answer>{g.answer}</answer>" in response
     assert {"wrong_value", "unparseable", "no_tags", "bad_chars"} <= seen  # the fuzzer reaches every stage
 
 
