@@ -43,7 +43,10 @@ def _groups(x, group_size):
 
 
 def group_advantages(rewards, group_size, method="grpo", eps=1e-4, unbiased_std=False):
-    """rewards (B,) with each prompt's G completions consecutive -> advantages (B,) float."""
+    """rewards (B,) with each prompt's G completions consecutive -> advantages (B,) float.
+    method: grpo (z-score in the group), drgrpo (mean baseline only), rloo (leave-one-out mean), none (the raw
+    rewards); eps and unbiased_std: grpo's sigma = sqrt(var + eps), var over G (or G - 1 with unbiased_std).
+    A group whose rewards are all equal gets exactly 0 from every method but none."""
     if method not in METHODS:
         raise ValueError(f"unknown advantage method {method!r}; choose one of {METHODS}")
     r = _groups(rewards.float(), group_size)  # (P, G)

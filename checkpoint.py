@@ -21,11 +21,15 @@ import sys
 
 import torch
 
-def claim_out_dir(out_dir, resume, overwrite):
+import ddp
+
+def claim_out_dir(out_dir, resume, overwrite, rank=0):
     """The paths of the checkpoint and the metrics in out_dir, made if need be. A new run refuses a folder that
-    holds another run's files, unless overwrite: then it deletes them and says so."""
-    os.makedirs(out_dir, exist_ok=True)
+    holds another run's files, unless overwrite: then it deletes them and says so. Only rank 0 writes (ddp.py)."""
     paths = os.path.join(out_dir, "ckpt.pt"), os.path.join(out_dir, "metrics.jsonl")
+    if rank:
+        return paths
+    os.makedirs(out_dir, exist_ok=True)
     if not resume and any(os.path.exists(p) for p in paths):
         if not overwrite:
             sys.exit(f"error: {out_dir} holds another run; continue it with --init_from=resume, start afresh "
@@ -47,7 +51,10 @@ def new_run(seed, pool_size):
 def save_checkpoint(path, model, optimizer, ref_model, cfg, run):
     """Everything a resumed run needs to continue exactly as if it had never stopped: all randomness after the
     model's init flows through run's two generators. Atomic: write a temp file then rename, so a crash mid-save
-    never destroys the previous checkpoint; a failed write (a full disk) stops the run with the cause."""
+    never destroys the previous checkpoint; a failed write (a full disk) stops the run with the cause. Under
+    torchrun only rank 0 writes: every rank holds the same state."""
+    if ddp.world_size() > 1 and torch.distributed.get_rank() != 0:
+        return
     state = dict(run, data_rng=run["data_rng"].getstate(), sample_gen=run["sample_gen"].get_state(),
                  model=model.state_dict(), model_config=vars(model.config).copy(),
                  config=vars(cfg).copy(), optimizer=optimizer.state_dict(),

@@ -82,10 +82,12 @@ def decode_step(model, tok, pos, key_mask, cache, start):
 
 
 @torch.no_grad()
-def sample(model, prompts, group_size, max_new_tokens, temperature=1.0, eos_id=None, generator=None, pad_id=0):
+def sample(model, prompts, group_size, max_new_tokens, temperature=1.0, eos_id=None, generator=None, pad_id=0,
+           uniforms=None):
     """prompts: P lists of token ids (lengths may differ). Returns Samples for B = P·group_size rows, the G rows
-    of prompt p consecutive (rows p·G ... p·G + G − 1). Put the model in eval mode first: dropout would make the
-    returned log-probs disagree with the distribution the tokens were drawn from."""
+    of prompt p consecutive (rows p·G ... p·G + G − 1). The uniforms (B, max_new_tokens) the rows draw with come
+    from `generator`, unless given. Put the model in eval mode first: dropout would make the returned log-probs
+    disagree with the distribution the tokens were drawn from."""
     if len(prompts) == 0 or min(len(p) for p in prompts) == 0:
         raise ValueError("sample() needs at least one prompt, and no prompt may be empty")
     if group_size < 1 or max_new_tokens < 1:
@@ -98,8 +100,12 @@ def sample(model, prompts, group_size, max_new_tokens, temperature=1.0, eos_id=N
     if Lp + N > model.config.block_size:
         raise ValueError(f"prompt length {Lp} + max_new_tokens {N} exceeds the model's block_size "
                          f"{model.config.block_size}")
-    rng_device = generator.device if generator is not None else "cpu"
-    u = torch.rand(B, N, generator=generator, device=rng_device).to(device)  # (B, N)
+    if uniforms is None:
+        uniforms = torch.rand(B, N, generator=generator,
+                              device=generator.device if generator is not None else "cpu")
+    if uniforms.shape != (B, N):
+        raise ValueError(f"uniforms must be (B, max_new_tokens) = ({B}, {N}), got {tuple(uniforms.shape)}")
+    u = uniforms.to(device)  # (B, N)
 
     # Left-pad the prompts so every row's completion starts at column Lp.
     prompt = torch.tensor([[pad_id] * (Lp - len(p)) + list(p) for p in prompts], device=device)  # (P, Lp)

@@ -20,14 +20,16 @@ How this departs from DeepSeekMath's GRPO:
  4. RL draws its prompts from a fixed pool of rl_pool training problems (Qwen3 used ~4k), optionally with a
     curriculum or DAPO-style dynamic sampling.
 
-Run: `python train.py` (about 4.5 minutes on a 2-core CPU; the gpu preset on CUDA), `python train.py --help` for
+Run: `python train.py` (about 3.5 minutes on a 2-core CPU; the gpu preset on CUDA), `python train.py --help` for
 every knob, `--key=value` to change one, `--init_from=resume` to continue a run in out_dir (Ctrl-C or SIGTERM
-stop it at the end of the current step, with a checkpoint).
+stop it at the end of the current step, with a checkpoint). The plumbing lives beside this file: config.py (the
+knobs and their checks) and checkpoint.py (saving, resuming, the metrics log).
 Shapes: P prompts per step, G group size, B = P·G rows, T sequence length, C channels, V vocab.
 """
 import dataclasses
 import json
 import math
+import os
 import random
 import signal
 import sys
@@ -38,14 +40,15 @@ import torch.nn.functional as F
 
 from model import GPT, GPTConfig, positions
 from sample import sample
-from data.tokenizer import encode, decode, EOS, EOS_ID, PAD_ID, VOCAB_SIZE
+from data.tokenizer import encode, decode, EOS, EOS_ID, PAD_ID, VOCAB_SIZE, THINK, END_THINK
 from data.tasks import generate_problems, demonstration
 from verify import grade
 from advantage import group_advantages, length_rewards, group_stats
 from grpo import fused_token_logprobs, grpo_loss, masked_mean
+import ddp
 from checkpoint import (STOP, new_run, save_checkpoint, restore_run, truncate_log, write_record, claim_out_dir,
                         request_stop)
-from config import configure, fit_to_task
+from config import configure, fit_to_task, check_world
 
 RL_LINE = ("rl {rl_step:4d} | reward {reward:.3f} acc {accuracy:.3f} fmt {format_rate:.2f} | zero-signal "
            "{zero_signal:.2f} (pred {zero_signal_pred:.2f}) | len {response_len:.1f} (ok {len_correct:.1f} / bad "
@@ -87,17 +90,22 @@ def make_optimizer(model, lr, weight_decay):
                              lr=lr, betas=(0.9, 0.99))
 
 
-def pretrain_step(model, optimizer, x, y, lr, grad_clip, autocast):
-    """One supervised step on a batch x, y (B, T) at learning rate lr. Returns the loss before the step, a 0-dim
-    tensor (asking for its value would make a GPU wait for every step)."""
+def pretrain_step(model, optimizer, x, y, lr, grad_clip, autocast, n_tokens=None):
+    """One supervised step on a batch x, y (B, T) at learning rate lr: the cross-entropy summed over the target
+    tokens, divided by n_tokens (default: this batch's; under torchrun, the whole batch's across the ranks, whose
+    gradients ddp.sum_grads adds up). Returns that loss before the step, a 0-dim tensor (asking for its value
+    would make a GPU wait for every step)."""
     model.train()
     for g in optimizer.param_groups:
         g["lr"] = lr
     with autocast:
         logits = model(x)  # (B, T, V)
-    loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1), ignore_index=-1)
+    n_tokens = (y >= 0).sum() if n_tokens is None else n_tokens
+    loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1), ignore_index=-1,
+                           reduction="sum") / n_tokens
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    ddp.sum_grads(model)
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
@@ -107,7 +115,7 @@ def pretrain_step(model, optimizer, x, y, lr, grad_clip, autocast):
 # -------------------------------------------------------------------------------------------- grading
 def thinks(text):
     """Does a response show its work (a non-empty think block)?"""
-    return text.startswith("<think>") and text.split("</think>")[0][len("<think>"):].strip() != ""
+    return text.startswith(THINK) and text.split(END_THINK)[0][len(THINK):].strip() != ""
 
 
 def pass_at_k(n, c, k):
@@ -175,30 +183,37 @@ def keep_groups(rewards, group_size, n_keep):
 
 def rollout(model, pool, pool_ids, run, cfg):
     """Sample -> verify -> advantage for one RL step: G completions for each of P prompts drawn from the pool,
-    graded by the verifier (a truncated response earns 0), turned into group advantages."""
-    P, G = cfg.prompts_per_step, cfg.group_size
-    idx = draw_prompts(run["data_rng"], run["success"], 2 * P if cfg.dynamic_sampling else P, cfg.curriculum)
+    graded by the verifier (a truncated response earns 0), turned into group advantages. Under torchrun every
+    rank draws the same prompts and uniforms and keeps its share of the prompts (ddp.py)."""
+    G = cfg.group_size
+    prompt_idx = draw_prompts(run["data_rng"], run["success"], cfg.prompts_per_step * (1 + cfg.dynamic_sampling),
+                              cfg.curriculum)
+    u = torch.rand(len(prompt_idx) * G, cfg.max_new_tokens, generator=run["sample_gen"])  # (all ranks' B, N)
+    mine = ddp.my_rows(len(prompt_idx))
+    prompt_idx, u = prompt_idx[mine], u[mine.start * G:mine.stop * G]
     model.eval()
-    s = sample(model, [pool_ids[i] for i in idx], G, cfg.max_new_tokens, temperature=cfg.temperature,
-               eos_id=EOS_ID, generator=run["sample_gen"], pad_id=PAD_ID)
-    texts, grades, correct = judge(s, [pool[i].answer for i in idx for _ in range(G)])
+    s = sample(model, [pool_ids[i] for i in prompt_idx], G, cfg.max_new_tokens, temperature=cfg.temperature,
+               eos_id=EOS_ID, pad_id=PAD_ID, uniforms=u)
+    texts, grades, correct = judge(s, [pool[i].answer for i in prompt_idx for _ in range(G)])
     rewards = torch.tensor([g.reward(cfg.format_bonus) if fin else 0.0
                             for g, fin in zip(grades, s.finished.tolist())])  # (B,)
     zero_signal_drawn = group_stats(rewards, G)["zero_var_frac"]
-    if cfg.dynamic_sampling:
-        keep = keep_groups(rewards, G, P)
+    if cfg.dynamic_sampling:  # each rank keeps half of its own groups
+        keep = keep_groups(rewards, G, len(prompt_idx) // 2)
         rows = torch.tensor([i * G + j for i in keep for j in range(G)])  # (B,) the kept groups' row indices
         s = dataclasses.replace(s, **{f.name: getattr(s, f.name)[rows.to(s.tokens.device)]
                                       for f in dataclasses.fields(s) if f.name != "prompt_len"})
-        idx, rewards, correct = [idx[i] for i in keep], rewards[rows], correct[rows]
+        prompt_idx, rewards, correct = [prompt_idx[i] for i in keep], rewards[rows], correct[rows]
         texts, grades = [texts[r] for r in rows], [grades[r] for r in rows]
-    for i, c in zip(idx, correct.view(P, G).float().mean(1).tolist()):  # (P, G) -> each prompt's pass rate
-        run["success"][i] = 0.7 * run["success"][i] + 0.3 * c
+    pass_rates = correct.view(-1, G).float().mean(1).tolist()  # (P, G) -> each prompt's pass rate
+    for part in ddp.gather(list(zip(prompt_idx, pass_rates))):  # every rank updates every prompt's estimate
+        for i, c in part:
+            run["success"][i] = 0.7 * run["success"][i] + 0.3 * c
     shaped = rewards  # (B,) what the advantages see; `rewards` stays the verifier's, for logging
     if cfg.length_weight > 0 and run["rl_step"] >= cfg.length_start:
         shaped = rewards + cfg.length_weight * length_rewards(s.lengths.cpu(), correct, G)
     advantages = group_advantages(shaped, G, method=cfg.advantage, unbiased_std=cfg.unbiased_std)  # (B,)
-    return dict(samples=s, idx=idx, texts=texts, grades=grades, rewards=rewards, correct=correct,
+    return dict(samples=s, prompt_idx=prompt_idx, texts=texts, grades=grades, rewards=rewards, correct=correct,
                 advantages=advantages, zero_signal_drawn=zero_signal_drawn)
 
 
@@ -221,7 +236,8 @@ def grpo_update(model, optimizer, samples, advantages, cfg, autocast, ref_model=
     x, targets = s.tokens[:, :-1], s.tokens[:, 1:]  # (B, T) each
     pos, key_mask = positions(s.valid)[:, :-1], s.valid[:, :-1]  # (B, T) each
     mask, old_logprobs = s.mask[:, 1:], s.logprobs[:, 1:]  # (B, T) each
-    B, n_tokens, mu = mask.size(0), mask.sum(), cfg.updates_per_batch
+    B, mu = mask.size(0), cfg.updates_per_batch
+    n_rows, n_tokens = B * ddp.world_size(), ddp.sum_all(mask.sum())  # the whole batch's, across the ranks
     advantages = advantages.to(mask.device)
     model.train()
     micro = [slice(i, i + cfg.micro_batch) for i in range(0, B, cfg.micro_batch)]
@@ -232,8 +248,8 @@ def grpo_update(model, optimizer, samples, advantages, cfg, autocast, ref_model=
                                       for m in micro])  # (B, T)
     passes = []  # per pass over the batch: token-weighted means over its micro-batches
     for _ in range(mu):
-        zero = torch.zeros((), device=mask.device)
-        d = dict(loss=zero, kl=zero, entropy=zero, clip_frac=zero, lp_diff=zero, ratio_max=zero)
+        d = {k: torch.zeros((), device=mask.device) for k in ("loss", "kl", "entropy", "clip_frac", "lp_diff",
+                                                              "ratio_max")}
         optimizer.zero_grad(set_to_none=True)
         for m in micro:
             with autocast:
@@ -243,7 +259,7 @@ def grpo_update(model, optimizer, samples, advantages, cfg, autocast, ref_model=
                                     None if ref_logprobs is None else ref_logprobs[m], clip_eps=cfg.clip_eps,
                                     clip_eps_high=cfg.clip_eps_high or None, kl_coef=cfg.kl_coef,
                                     kl_kind=cfg.kl_kind, loss_agg=cfg.loss_agg, max_len=cfg.max_new_tokens,
-                                    num_rows=B, num_tokens=n_tokens)
+                                    num_rows=n_rows, num_tokens=n_tokens)
             loss.backward()
             share = mask[m].sum() / n_tokens
             d["loss"] = d["loss"] + loss.detach()
@@ -252,6 +268,9 @@ def grpo_update(model, optimizer, samples, advantages, cfg, autocast, ref_model=
             d["clip_frac"] = d["clip_frac"] + share * stats["clip_frac"]
             d["lp_diff"] = torch.maximum(d["lp_diff"], ((logprobs.detach() - old_logprobs[m]).abs() * mask[m]).max())
             d["ratio_max"] = torch.maximum(d["ratio_max"], stats["ratio_max"])
+        ddp.sum_grads(model)  # the gradient of the whole batch's loss (ddp.py)
+        for k in d:
+            (ddp.max_all if k in ("lp_diff", "ratio_max") else ddp.sum_all)(d[k])
         grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf")))
         if not (math.isfinite(grad_norm) and math.isfinite(float(d["loss"]))):
             optimizer.zero_grad(set_to_none=True)
@@ -265,19 +284,23 @@ def grpo_update(model, optimizer, samples, advantages, cfg, autocast, ref_model=
 
 
 def rl_record(rl_step, batch, diag, sample_s, train_s):
-    """The metrics of one RL step, as written to metrics.jsonl and printed by RL_LINE."""
-    s, rewards, correct = batch["samples"], batch["rewards"], batch["correct"]
-    G = s.tokens.size(0) // len(batch["idx"])
-    stats = group_stats(rewards, G)
-    lengths = s.lengths.float().cpu()  # (B,)
+    """The metrics of one RL step, over every rank's rows, as written to metrics.jsonl and printed by RL_LINE."""
+    s = batch["samples"]
+    mine = dict(rewards=batch["rewards"].tolist(), correct=batch["correct"].tolist(), lengths=s.lengths.tolist(),
+                finished=s.finished.tolist(), formatted=[g.formatted for g in batch["grades"]],
+                think=[thinks(t) for t in batch["texts"]], drawn=[batch["zero_signal_drawn"]])
+    rows = {k: sum((part[k] for part in ddp.gather(mine)), []) for k in mine}  # all ranks' rows, in rank order
+    rewards, correct, lengths = (torch.tensor(rows[k], dtype=dtype) for k, dtype in
+                                 (("rewards", torch.float), ("correct", torch.bool), ("lengths", torch.float)))
+    stats = group_stats(rewards, s.tokens.size(0) // len(batch["prompt_idx"]))
+    mean = lambda xs: sum(xs) / len(xs)
     mean_or_nan = lambda x: x.mean().item() if len(x) else float("nan")
     return dict(stage="rl", rl_step=rl_step, reward=rewards.mean().item(), accuracy=correct.float().mean().item(),
-                format_rate=sum(g.formatted for g in batch["grades"]) / len(batch["grades"]),
-                zero_signal=stats["zero_var_frac"], zero_signal_pred=stats["zero_var_pred"],
-                zero_signal_drawn=batch["zero_signal_drawn"], response_len=lengths.mean().item(),
-                len_correct=mean_or_nan(lengths[correct]), len_wrong=mean_or_nan(lengths[~correct]),
-                think_share=sum(map(thinks, batch["texts"])) / len(batch["texts"]),
-                truncated=(~s.finished.cpu()).float().mean().item(), **diag, sample_s=sample_s, train_s=train_s)
+                format_rate=mean(rows["formatted"]), zero_signal=stats["zero_var_frac"],
+                zero_signal_pred=stats["zero_var_pred"], zero_signal_drawn=mean(rows["drawn"]),
+                response_len=lengths.mean().item(), len_correct=mean_or_nan(lengths[correct]),
+                len_wrong=mean_or_nan(lengths[~correct]), think_share=mean(rows["think"]),
+                truncated=1 - mean(rows["finished"]), **diag, sample_s=sample_s, train_s=train_s)
 
 
 # -------------------------------------------------------------------------------------------- main
@@ -302,11 +325,17 @@ def main(argv):
     t_start = time.time()
     STOP.clear()
     sys.stdout.reconfigure(line_buffering=True)  # a line at a time, also into a file or a pipe
-    # ---- config
+    # ---- config, and under torchrun the process group (ddp.py)
     cfg, device, why, ckpt = configure(argv)
     resume = cfg.init_from == "resume"
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    rank, world, device, backend = ddp.setup(device)
+    check_world(cfg, world)
+    if rank:  # rank 0 alone prints; errors still reach stderr from every rank
+        sys.stdout = open(os.devnull, "w")
+    if world > 1:
+        print(f"torchrun: {world} processes, backend {backend} ({'nccl on CUDA' if backend == 'nccl' else 'gloo on CPU'})")
 
     # ---- setup: the problems, the model, the random generators, the log
     eval_set, eval_ids, pool, pool_ids = make_task(cfg, ckpt and ckpt["model_config"]["block_size"])
@@ -314,7 +343,7 @@ def main(argv):
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
     print(f"device {device} ({why}), {'bf16 autocast (the GPU supports it)' if use_bf16 else 'fp32'}, "
           f"preset {cfg.preset}, {torch.get_num_threads()} CPU threads")
-    ckpt_path, metrics_path = claim_out_dir(cfg.out_dir, resume, cfg.overwrite)
+    ckpt_path, metrics_path = claim_out_dir(cfg.out_dir, resume, cfg.overwrite, rank)
     torch.manual_seed(cfg.seed)
     corpus_rng = random.Random(cfg.seed + 4)  # the imitation ceiling: how often the teacher is right, measured
     corpus_acc = sum(demonstration(p, corpus_rng, cfg.think_prob, cfg.error_prob)[1] for p in pool) / len(pool)
@@ -330,7 +359,8 @@ def main(argv):
         model.load_state_dict(ckpt["model"])
     if resume:  # continue this run where it stopped
         run = restore_run(ckpt, cfg.seed, len(pool))
-        truncate_log(metrics_path, run)
+        if rank == 0:
+            truncate_log(metrics_path, run)
         print(f"resumed {ckpt_path}: stage {run['stage']}, pretrain step {run['step']}, RL step {run['rl_step']}")
     elif ckpt is not None:  # another run's weights: a new RL stage starts from them
         run["stage"], ckpt = "rl", None
@@ -338,7 +368,7 @@ def main(argv):
     model.to(device)
     print(f"model: {model.num_params() / 1e6:.2f}M parameters, {model.config.n_layer} layers, "
           f"{model.config.n_embd} channels")
-    metrics = open(metrics_path, "a")
+    metrics = open(metrics_path if rank == 0 else os.devnull, "a")
     log = lambda record: write_record(metrics, record)
     wall_before = run["wall_s"]
     signal.signal(signal.SIGINT, request_stop)
@@ -350,18 +380,20 @@ def main(argv):
         if resume:
             optimizer.load_state_dict(ckpt["optimizer"])
         t0 = time.time() - run["pretrain_s"]
-        while run["step"] < cfg.pretrain_steps and not STOP:
+        while run["step"] < cfg.pretrain_steps and not ddp.any_rank(STOP):
             problems = generate_problems(cfg.batch_size, seed=run["data_rng"].getrandbits(64),
                                          families=cfg.families.split(","), digits=cfg.digits)
-            x, y = pretrain_batch(problems, run["data_rng"], cfg.think_prob, cfg.error_prob)
-            loss = pretrain_step(model, optimizer, x.to(device), y.to(device), lr_at(run["step"], cfg),
-                                 cfg.grad_clip, autocast)
+            x, y = pretrain_batch(problems, run["data_rng"], cfg.think_prob, cfg.error_prob)  # every rank's rows
+            mine = ddp.my_rows(len(x))
+            loss = pretrain_step(model, optimizer, x[mine].to(device), y[mine].to(device), lr_at(run["step"], cfg),
+                                 cfg.grad_clip, autocast, n_tokens=(y >= 0).sum().to(device))
             run["step"] += 1
             step, run["pretrain_s"], run["wall_s"] = run["step"], time.time() - t0, wall_before + time.time() - t_start
             if step % 50 == 0 or step == 1:
-                print(f"pretrain step {step:5d} | loss {loss.item():.4f} | lr {lr_at(step, cfg):.2e} | "
+                loss = ddp.sum_all(loss).item()  # the whole batch's
+                print(f"pretrain step {step:5d} | loss {loss:.4f} | lr {lr_at(step, cfg):.2e} | "
                       f"{run['pretrain_s']:.0f}s")
-                log(dict(stage="pretrain", step=step, loss=loss.item(), time=run["pretrain_s"]))
+                log(dict(stage="pretrain", step=step, loss=loss, time=run["pretrain_s"]))
             # evaluate and checkpoint; the last eval is also RL's starting point, so it adds pass@k
             if step % cfg.eval_interval == 0 or step == cfg.pretrain_steps:
                 last = step == cfg.pretrain_steps
@@ -374,7 +406,7 @@ def main(argv):
 
     # ---- RL: sample -> verify -> advantage -> loss -> step -> log, rl_steps times
     resume_rl = resume and ckpt["stage"] == "rl"
-    if not resume_rl and not STOP:  # RL starts here: measure where it starts from, unless pretraining just did
+    if not resume_rl and not ddp.any_rank(STOP):  # RL starts here: measure where it starts from, unless pretraining just did
         if run["pretrain_eval"] is None:
             run["pretrain_eval"] = evaluate(model, eval_set, eval_ids, cfg, cfg.passk_problems)
             show_eval("before RL", run["pretrain_eval"])
@@ -391,7 +423,7 @@ def main(argv):
         if resume_rl:
             optimizer.load_state_dict(ckpt["optimizer"])
     bad_steps, final, t_rl = 0, None, time.time() - run["rl_s"]
-    while run["stage"] == "rl" and run["rl_step"] < cfg.rl_steps and not STOP:
+    while run["stage"] == "rl" and run["rl_step"] < cfg.rl_steps and not ddp.any_rank(STOP):
         t0 = time.time()
         batch = rollout(model, pool, pool_ids, run, cfg)  # sample -> verify -> advantage
         t1 = time.time()
@@ -415,7 +447,7 @@ def main(argv):
         if rl_step % cfg.log_interval == 0:
             print(RL_LINE.format(**rec))
         if rl_step % cfg.sample_interval == 0:
-            p, g = pool[batch["idx"][0]], batch["grades"][0]
+            p, g = pool[batch["prompt_idx"][0]], batch["grades"][0]
             print(f"  sample: {p.prompt.strip()} -> {batch['texts'][0]!r} [{g.reason}, reward "
                   f"{batch['rewards'][0].item():.2f}, truth {p.answer}]")
         # eval and save
@@ -425,9 +457,10 @@ def main(argv):
             log(dict(stage="rl_eval", rl_step=rl_step, **final))
         if rl_step % cfg.save_interval == 0 or rl_step == cfg.rl_steps:
             save_checkpoint(ckpt_path, model, optimizer, ref_model, cfg, run)
-    if STOP and not (run["stage"] == "rl" and run["rl_step"] >= cfg.rl_steps):  # stopped with work left
+    if ddp.any_rank(STOP) and not (run["stage"] == "rl" and run["rl_step"] >= cfg.rl_steps):  # work left
         save_checkpoint(ckpt_path, model, optimizer, ref_model, cfg, run)
-        sys.exit(f"stopped by {STOP[0]} in {run['stage']}: checkpoint saved to {ckpt_path}; continue with "
+        ddp.finish()
+        sys.exit(f"stopped by {STOP[0] if STOP else 'another rank'} in {run['stage']}: checkpoint saved to {ckpt_path}; continue with "
                  "--init_from=resume")
 
     # ---- summary: the imitation ceiling, where RL started, where it ended
@@ -446,6 +479,7 @@ def main(argv):
                    seed=cfg.seed, preset=cfg.preset)
     log(dict(stage="summary", **summary))
     print(json.dumps(summary))
+    ddp.finish()
 
 
 if __name__ == "__main__":

@@ -247,7 +247,7 @@ def test_masked_mean():
 
 
 def test_kl_estimators_match_exact_kl_and_its_direction():
-    V, n = 6, 400_000
+    n = 400_000
     logp = torch.log_softmax(torch.tensor([3.0, 1.0, 0.5, 0.0, -1.0, -3.0]), 0)  # pi
     logq = torch.log_softmax(torch.tensor([-1.0, 0.0, 0.5, 1.0, 1.5, 0.5]), 0)  # pi_ref
     kl_fwd = (logp.exp() * (logp - logq)).sum().item()  # KL(pi || pi_ref) = 2.350

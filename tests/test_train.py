@@ -283,7 +283,7 @@ def test_rollout_knobs_each_change_what_they_should(rl_setup):
     bonus = roll(format_bonus=0.1)[0]  # paid for every formatted response, right or wrong
     assert torch.allclose(bonus["rewards"], r + 0.1 * torch.tensor([g.formatted for g in plain["grades"]]))
     dyn = roll(dynamic_sampling=True)[0]
-    assert dyn["samples"].tokens.shape[0] == 16 and len(dyn["idx"]) == 4  # 8 prompts drawn, 4 groups kept
+    assert dyn["samples"].tokens.shape[0] == 16 and len(dyn["prompt_idx"]) == 4  # 8 prompts drawn, 4 groups kept
     kept = train.group_stats(dyn["rewards"], G)["zero_var_frac"]
     assert kept <= dyn["zero_signal_drawn"] and kept < 1
 
