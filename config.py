@@ -211,10 +211,10 @@ def check_world(cfg, world):
 
 def fit_to_task(cfg, longest_prompt, longest_response, model_block_size=None):
     """Fill in max_new_tokens and block_size when they are 0 (the rounding gives the presets' 80 / 128 and
-    160 / 192; block_size makes room for both needs below), and check that the task fits: sampling needs prompt + max_new_tokens slots, pretraining the
-    prompt and the teacher's whole demonstration (longest_response: the longest in a sample of the task's
-    problems, EOS included; 8 tokens of margin for a longer one the sample missed). With a loaded model the
-    block size is the model's."""
+    160 / 192; block_size makes room for both needs below), and check that the task fits: sampling needs
+    prompt + max_new_tokens slots, pretraining the prompt and the teacher's whole demonstration
+    (longest_response: the longest in a sample of the task's problems, EOS included; 8 tokens of margin for a
+    longer one the sample missed). With a loaded model the block size is the model's."""
     if cfg.max_new_tokens == 0:
         cfg.max_new_tokens = -(-int(1.2 * longest_response) // 16) * 16
     if model_block_size:

@@ -52,7 +52,8 @@ def body_lines(source, name):
     for node in ast.parse(source).body:
         if isinstance(node, ast.FunctionDef) and node.name == name:
             doc = node.body[0]
-            if not (isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant) and isinstance(doc.value.value, str)):
+            if not (isinstance(doc, ast.Expr) and isinstance(getattr(doc, "value", None), ast.Constant)
+                    and isinstance(doc.value.value, str)):
                 raise ValueError(f"{name} has no docstring: a blank needs one to say what it must do")
             if len(node.body) < 2:
                 raise ValueError(f"{name} has nothing but a docstring")

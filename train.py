@@ -335,7 +335,7 @@ def main(argv):
     if rank:  # rank 0 alone prints; errors still reach stderr from every rank
         sys.stdout = open(os.devnull, "w")
     if world > 1:
-        print(f"torchrun: {world} processes, backend {backend} ({'nccl on CUDA' if backend == 'nccl' else 'gloo on CPU'})")
+        print(f"torchrun: {world} processes, backend {backend} (nccl on CUDA, gloo on CPU)")
 
     # ---- setup: the problems, the model, the random generators, the log
     eval_set, eval_ids, pool, pool_ids = make_task(cfg, ckpt and ckpt["model_config"]["block_size"])
@@ -406,7 +406,7 @@ def main(argv):
 
     # ---- RL: sample -> verify -> advantage -> loss -> step -> log, rl_steps times
     resume_rl = resume and ckpt["stage"] == "rl"
-    if not resume_rl and not ddp.any_rank(STOP):  # RL starts here: measure where it starts from, unless pretraining just did
+    if not resume_rl and not ddp.any_rank(STOP):  # RL starts here: measure where from, unless pretraining just did
         if run["pretrain_eval"] is None:
             run["pretrain_eval"] = evaluate(model, eval_set, eval_ids, cfg, cfg.passk_problems)
             show_eval("before RL", run["pretrain_eval"])
@@ -460,7 +460,8 @@ def main(argv):
     if ddp.any_rank(STOP) and not (run["stage"] == "rl" and run["rl_step"] >= cfg.rl_steps):  # work left
         save_checkpoint(ckpt_path, model, optimizer, ref_model, cfg, run)
         ddp.finish()
-        sys.exit(f"stopped by {STOP[0] if STOP else 'another rank'} in {run['stage']}: checkpoint saved to {ckpt_path}; continue with "
+        sys.exit(f"stopped by {STOP[0] if STOP else 'another rank'} in {run['stage']}: checkpoint saved to "
+                 f"{ckpt_path}; continue with "
                  "--init_from=resume")
 
     # ---- summary: the imitation ceiling, where RL started, where it ended

@@ -99,6 +99,29 @@ def test_configurations_that_do_not_split_are_refused(tmp_path):
     assert "train.py\", line" not in r.stderr  # a message, not a traceback from our code (torchrun adds its own)
 
 
+def test_a_non_finite_loss_on_one_rank_is_skipped_by_every_rank(tmp_path):
+    """Rank 1's advantages turn NaN in the second step: the summed gradient is NaN on both ranks, so both skip
+    that update, and with --max_bad_steps=1 both stop, instead of one waiting for the other."""
+    script = tmp_path / "nan.py"
+    script.write_text(f'''import os, sys
+sys.path.insert(0, {str(ROOT)!r})
+import train
+real, calls = train.rollout, []
+def rollout(*args):
+    batch = real(*args)
+    calls.append(1)
+    if os.environ["RANK"] == "1" and len(calls) == 2:
+        batch["advantages"] = batch["advantages"] * float("nan")
+    return batch
+train.rollout = rollout
+train.main(sys.argv[1:])
+''')
+    r = two_processes(tmp_path / "out", "--pretrain_steps=2", "--eval_interval=2", "--rl_steps=5",
+                      "--max_bad_steps=1", script=str(script))
+    assert r.returncode != 0 and "non-finite loss or gradient at RL step 2" in r.stdout, r.stderr[-2000:]
+    assert r.stderr.count("1 non-finite updates in a row; stopping") == 2  # both ranks, at the same step
+
+
 def test_one_rank_failing_ends_every_rank(tmp_path):
     """Rank 1 raises in its second RL step; rank 0 must not wait forever in the next collective."""
     script = tmp_path / "faulty.py"
