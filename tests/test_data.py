@@ -97,3 +97,13 @@ def test_bad_knobs_are_refused():
         generate_problems(1, seed=0, families=("div",))
     with pytest.raises(ValueError, match="split"):
         generate_problems(1, seed=0, split="val")
+
+
+def test_a_distinct_split_has_no_repeats_and_an_unfillable_one_stops():
+    problems = generate_problems(200, seed=1338, split="test", families=("add", "sub"), digits=2, distinct=True)
+    assert len({p.prompt for p in problems}) == 200
+    assert len({p.prompt for p in generate_problems(200, seed=1338, split="test", families=("add", "sub"))}) < 200
+    with pytest.raises(ValueError, match="only 21 distinct test problems"):  # 1-digit add/sub has 200 in all
+        generate_problems(200, seed=1, split="test", families=("add", "sub"), digits=1, distinct=True)
+    with pytest.raises(ValueError, match="digits must be >= 1"):
+        generate_problems(5, seed=1, digits=0)

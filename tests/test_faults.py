@@ -113,3 +113,35 @@ def test_a_full_disk_names_the_cause_and_keeps_the_previous_checkpoint(tmp_path)
         assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
     finally:
         subprocess.run(["umount", str(disk)])
+
+
+def test_metrics_are_strict_json_with_null_for_nan(tmp_path):
+    from checkpoint import write_record
+    with open(tmp_path / "m.jsonl", "w") as f:
+        write_record(f, dict(len_correct=float("nan"), kl=float("inf"), reward=0.5, stage="rl"))
+    line = (tmp_path / "m.jsonl").read_text()
+    assert json.loads(line) == dict(len_correct=None, kl=None, reward=0.5, stage="rl") and "NaN" not in line
+
+
+def test_stdout_arrives_line_by_line_through_a_pipe(tmp_path):
+    """Redirected stdout used to be block-buffered: 24 RL steps, 0 lines in the log."""
+    p = subprocess.Popen([sys.executable, "train.py", *TINY, f"--out_dir={tmp_path}", *RL, "--rl_steps=10000"],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+    try:
+        for line in p.stdout:  # each line as it is printed, while the run goes on
+            if line.startswith("rl    1 |"):
+                break
+        assert p.poll() is None, "the run ended before its first RL line arrived"
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_timings_are_carried_across_a_resume(tmp_path):
+    assert train(tmp_path, *RL[:2], "--rl_steps=2").returncode == 0
+    first = records(tmp_path)[-1]
+    assert train(tmp_path, *RL[:2], "--rl_steps=4", "--init_from=resume").returncode == 0
+    second = records(tmp_path)[-1]
+    assert first["stage"] == second["stage"] == "summary"
+    assert second["wall_s"] > first["wall_s"] and second["rl_s"] > first["rl_s"]
+    assert second["pretrain_s"] == first["pretrain_s"]  # pretraining was not redone
