@@ -20,7 +20,7 @@ Choices, and how this differs from the papers:
  1. eps enters *inside* the square root for both sigma conventions, sigma = sqrt(var + eps): it keeps sigma >=
     sqrt(eps) > 0 without a branch and moves the worked numbers only in the 4th decimal (+1.2907, +0.8659).
     (DeepSeekMath writes (r - mean) / std; some implementations add eps outside the root instead: both agree
-    with the lecture's numbers to 1e-3.)
+    with the worked numbers above to 1e-3.)
  2. A group whose rewards are all equal gets advantages of exactly 0 for every centred method (we set them, so
     that float rounding of the mean, e.g. of [0.9, 0.9, 0.9], cannot leak a tiny signal).
  3. The Kimi k1.5 length reward is a separate term the caller adds, rewards + weight * length_rewards(...), so

@@ -111,7 +111,7 @@ def truncate_log(path, run):
         else:
             seen = False
         if seen:
-            keep.append(line)
+            keep.append(line if line.endswith("\n") else line + "\n")
     with open(path + ".tmp", "w") as f:
         f.writelines(keep)
     os.replace(path + ".tmp", path)

@@ -182,15 +182,19 @@ def validate(cfg):
     if cfg.advantage != "none" and cfg.group_size < 2:
         errors.append(f"--advantage={cfg.advantage} compares completions within a group: --group_size must be "
                       f">= 2, got {cfg.group_size}")
-    if cfg.micro_batch >= 1 and cfg.prompts_per_step * cfg.group_size % cfg.micro_batch:
+    rows = cfg.prompts_per_step * cfg.group_size
+    if 1 <= cfg.micro_batch < rows and rows % cfg.micro_batch:
         errors.append(f"--micro_batch={cfg.micro_batch} does not divide the batch --prompts_per_step x "
-                      f"--group_size = {cfg.prompts_per_step * cfg.group_size}")
+                      f"--group_size = {rows}")
     if cfg.passk_problems > cfg.eval_problems:
         errors.append(f"--passk_problems={cfg.passk_problems} must be <= --eval_problems={cfg.eval_problems}")
     if os.path.exists(cfg.out_dir) and not os.path.isdir(cfg.out_dir):
         errors.append(f"--out_dir={cfg.out_dir!r} is a file, not a folder")
     if cfg.init_from not in ("scratch", "resume") and not os.path.isfile(cfg.init_from):
         errors.append(f"--init_from={cfg.init_from!r} is neither scratch, resume nor a checkpoint file")
+    elif cfg.overwrite and os.path.abspath(cfg.init_from) == os.path.abspath(os.path.join(cfg.out_dir, "ckpt.pt")):
+        errors.append("--overwrite would delete --init_from, this out_dir's own checkpoint: use --init_from=resume "
+                      "or another --out_dir")
     if errors:
         sys.exit("error: " + "\nerror: ".join(errors))
 
@@ -202,19 +206,20 @@ def check_world(cfg, world):
         errors.append(f"--prompts_per_step={cfg.prompts_per_step} must divide by the {world} processes")
     if cfg.batch_size % world:
         errors.append(f"--batch_size={cfg.batch_size} must divide by the {world} processes")
-    if cfg.prompts_per_step % world == 0 and cfg.prompts_per_step // world * cfg.group_size % cfg.micro_batch:
-        errors.append(f"--micro_batch={cfg.micro_batch} must divide each process's "
-                      f"{cfg.prompts_per_step // world * cfg.group_size} rows")
+    rows = cfg.prompts_per_step // world * cfg.group_size
+    if cfg.prompts_per_step % world == 0 and cfg.micro_batch < rows and rows % cfg.micro_batch:
+        errors.append(f"--micro_batch={cfg.micro_batch} must divide each process's {rows} rows")
     if errors:
         sys.exit("error: " + "\nerror: ".join(errors))
 
 
-def fit_to_task(cfg, longest_prompt, longest_response, model_block_size=None):
+def fit_to_task(cfg, longest_prompt, longest_response, model_block_size=None, pretrains=True):
     """Fill in max_new_tokens and block_size when they are 0 (the rounding gives the presets' 80 / 128 and
     160 / 192; block_size makes room for both needs below), and check that the task fits: sampling needs
     prompt + max_new_tokens slots, pretraining the prompt and the teacher's whole demonstration
     (longest_response: the longest in a sample of the task's problems, EOS included; 8 tokens of margin for a
-    longer one the sample missed). With a loaded model the block size is the model's."""
+    longer one the sample missed; only when the run pretrains). With a loaded model the block size is the
+    model's."""
     if cfg.max_new_tokens == 0:
         cfg.max_new_tokens = -(-int(1.2 * longest_response) // 16) * 16
     if model_block_size:
@@ -222,13 +227,13 @@ def fit_to_task(cfg, longest_prompt, longest_response, model_block_size=None):
             sys.exit(f"error: --block_size={cfg.block_size} cannot apply: the loaded model's is {model_block_size}")
         cfg.block_size = model_block_size
     elif cfg.block_size == 0:
-        need = longest_prompt + max(cfg.max_new_tokens, longest_response + 8 if cfg.pretrain_steps else 0)
+        need = longest_prompt + max(cfg.max_new_tokens, longest_response + 8 if pretrains else 0)
         cfg.block_size = -(-need // 64) * 64
     errors = []
     if longest_prompt + cfg.max_new_tokens > cfg.block_size:
         errors.append(f"the longest prompt ({longest_prompt} tokens) + --max_new_tokens={cfg.max_new_tokens} "
                       f"exceeds the block size {cfg.block_size}")
-    if cfg.pretrain_steps and longest_prompt + longest_response + 8 > cfg.block_size:
+    if pretrains and cfg.pretrain_steps and longest_prompt + longest_response + 8 > cfg.block_size:
         errors.append(f"the longest prompt ({longest_prompt} tokens) + the teacher's longest demonstration "
                       f"({longest_response}) + 8 tokens of margin exceed the block size {cfg.block_size}: raise "
                       "--block_size, or leave it 0 to fit the task")
@@ -260,19 +265,29 @@ def pick_device(name):
     return device, f"--device={name}"
 
 
+TASK_FIELDS = ("seed", "families", "digits", "rl_pool")  # they make the problems a run's saved state refers to
+
+
 def configure(argv):
     """The preset's values (on resume, the saved run's config), then what the command line names; checked.
-    Returns the config, the device and why it was chosen, and the checkpoint to start from (None: scratch)."""
+    Returns the config, the device and why it was chosen, the checkpoint to start from (None: scratch), and
+    a note to print (on resume: what the command line changed)."""
     overrides = parse_config(argv)
-    device, why = pick_device(overrides.get("device", "auto"))
     resume = overrides.get("init_from") == "resume"
-    ckpt = load_checkpoint(os.path.join(overrides.get("out_dir", Config.out_dir), "ckpt.pt")) if resume else None
-    cfg = make_config(overrides, device.type, ckpt["config"] if resume else None)
+    out_dir = overrides.get("out_dir", Config.out_dir)
+    ckpt = load_checkpoint(os.path.join(out_dir, "ckpt.pt")) if resume else None
+    saved = ckpt["config"] if resume else {}
+    device, why = pick_device(overrides.get("device", saved.get("device", "auto")))
+    cfg = make_config(overrides, device.type, saved or None)
+    cfg.out_dir, note = out_dir, ""  # a resumed run goes on where its checkpoint is, wherever it was started
     validate(cfg)
     if resume:
-        changed = [f"--{k}={v} (was {ckpt['config'].get(k)})" for k, v in overrides.items()
-                   if k != "init_from" and ckpt["config"].get(k) != v]
-        print("resuming with the saved config" + (", except " + " ".join(changed) if changed else ""))
+        changed = {k: v for k, v in overrides.items() if k not in ("init_from", "out_dir") and saved.get(k) != v}
+        fixed = [f"--{k}" for k in changed if k in TASK_FIELDS]
+        if fixed:
+            sys.exit(f"error: {' '.join(fixed)} cannot change on resume: the run's state refers to its problems")
+        note = "resuming with the saved config" + "".join(f", --{k}={v} (was {saved.get(k)})"
+                                                          for k, v in changed.items())
     elif cfg.init_from != "scratch":
         ckpt = load_checkpoint(cfg.init_from)
     if ckpt is not None:  # the model's shape is the checkpoint's; a flag that would change it cannot apply
@@ -282,4 +297,4 @@ def configure(argv):
         if bad:
             sys.exit("error: cannot apply to the loaded model: " + ", ".join(bad))
         cfg.n_layer, cfg.n_head, cfg.n_embd = mc["n_layer"], mc["n_head"], mc["n_embd"]
-    return cfg, device, why, ckpt
+    return cfg, device, why, ckpt, note

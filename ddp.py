@@ -11,7 +11,8 @@ ranks' gradients: one explicit all-reduce of the gradients per optimizer step (`
 DistributedDataParallel here, whose averaging would have to be undone and whose hooks would have to be kept off
 during micro-batch accumulation. Every rank then takes the same AdamW step, so the weights stay equal without
 being broadcast. Metrics are computed from the union (`gather`), rank 0 alone prints, logs and checkpoints, and a
-stop signal is acted on only when every rank has seen it (`any_rank`), at the same step.
+stop signal is acted on only when every rank has seen it (`any_rank`), at the same step. One exception to
+"equal to one process": with --dynamic_sampling each rank keeps the better half of its own groups.
 Plain `python train.py` has no process group: every function here is then the identity or nearly.
 """
 import os

@@ -12,7 +12,7 @@ penalty towards the frozen start. In reading order:
    k1 = -u (unbiased, can be < 0), k2 = u^2 / 2 (biased, low variance), k3 = e^u - u - 1 (unbiased, >= 0), so
    E_pi[k3] = sum pi (pi_ref/pi) - 1 + KL(pi || pi_ref) = KL(pi || pi_ref).
 3. The loss (`grpo_loss`). Per token, with rho = exp(logprobs - old_logprobs) and A the completion's advantage,
-       l_t = -min(rho A, clip(rho, 1 - eps_low, 1 + eps_high) A) + kl_coef * k3_t,
+       l_t = -min(rho A, clip(rho, 1 - eps_low, 1 + eps_high) A) + kl_coef * k_t  (k3 by default),
        loss = sum_{i,t} w_it mask_it l_it,    w_it = 1/(R |o_i|)  seq-mean-token-mean (GRPO), R = rows
                                               w_it = 1/N_tok       token-mean (DAPO), N_tok = unmasked tokens
                                               w_it = 1/(max_len R) seq-sum-constant (Dr. GRPO).

@@ -26,7 +26,8 @@ so kernels queue up while the host runs ahead. bench/sample.py measures it again
 
 Run: `python sample.py` samples one prompt's group from an untrained model and shows each row's tokens and
 log-probs next to the full forward pass's. Tests: `python -m pytest tests/test_sample.py` (a few seconds).
-Shapes: P prompts, G group size, B = P·G rows, Lp padded prompt length, N max_new_tokens, L = Lp + N, V vocab.
+Shapes: P prompts, G group size, B = P·G rows, Lp padded prompt length, N max_new_tokens, V vocab, L = Lp + N
+(Samples are trimmed to Lp + the longest completion).
 """
 from dataclasses import dataclass
 
@@ -48,8 +49,9 @@ class Samples:
 
 
 def draw(logits, u, temperature):
-    """One token per row by inverse CDF at the uniforms u (B,): token i is drawn when cdf[i-1] <= u < cdf[i].
-    logits (B, V). Returns tokens (B,) and their log-probs (B,); temperature 0 is greedy."""
+    """One token per row by inverse CDF at the uniforms u (B,): token i is drawn when cdf[i-1] <= u·total <
+    cdf[i], total = cdf[V-1]. Never a token of probability 0, even when u·total rounds up to the total.
+    logits (B, V). Returns tokens (B,) and their log-probs (B,); temperature 0 is greedy (argmax)."""
     if temperature == 0:
         tok = logits.argmax(-1)  # (B,)
         return tok, F.log_softmax(logits.float(), -1).gather(-1, tok[:, None])[:, 0]

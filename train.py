@@ -304,7 +304,7 @@ def rl_record(rl_step, batch, diag, sample_s, train_s):
 
 
 # -------------------------------------------------------------------------------------------- main
-def make_task(cfg, model_block_size=None):
+def make_task(cfg, model_block_size=None, pretrains=True):
     """The held-out problems (distinct) and RL's pool, with their prompts' token ids; fits max_new_tokens and
     block_size to the task (config.fit_to_task) from the longest prompt and the teacher's longest response."""
     families = cfg.families.split(",")
@@ -317,7 +317,7 @@ def make_task(cfg, model_block_size=None):
     eval_ids, pool_ids = [encode(p.prompt) for p in eval_set], [encode(p.prompt) for p in pool]
     rng = random.Random(0)  # the teacher's responses with and without a slip
     longest = max(len(encode(demonstration(p, rng, 1.0, e)[0])) + 1 for p in pool + eval_set for e in (0, 1))
-    fit_to_task(cfg, max(map(len, eval_ids + pool_ids)), longest, model_block_size)
+    fit_to_task(cfg, max(map(len, eval_ids + pool_ids)), longest, model_block_size, pretrains)
     return eval_set, eval_ids, pool, pool_ids
 
 
@@ -326,7 +326,7 @@ def main(argv):
     STOP.clear()
     sys.stdout.reconfigure(line_buffering=True)  # a line at a time, also into a file or a pipe
     # ---- config, and under torchrun the process group (ddp.py)
-    cfg, device, why, ckpt = configure(argv)
+    cfg, device, why, ckpt, note = configure(argv)
     resume = cfg.init_from == "resume"
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -336,9 +336,12 @@ def main(argv):
         sys.stdout = open(os.devnull, "w")
     if world > 1:
         print(f"torchrun: {world} processes, backend {backend} (nccl on CUDA, gloo on CPU)")
+    if note:
+        print(note)
 
     # ---- setup: the problems, the model, the random generators, the log
-    eval_set, eval_ids, pool, pool_ids = make_task(cfg, ckpt and ckpt["model_config"]["block_size"])
+    pretrains = ckpt is None or (resume and ckpt["stage"] == "pretrain")
+    eval_set, eval_ids, pool, pool_ids = make_task(cfg, ckpt and ckpt["model_config"]["block_size"], pretrains)
     use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
     print(f"device {device} ({why}), {'bf16 autocast (the GPU supports it)' if use_bf16 else 'fp32'}, "
@@ -406,7 +409,7 @@ def main(argv):
 
     # ---- RL: sample -> verify -> advantage -> loss -> step -> log, rl_steps times
     resume_rl = resume and ckpt["stage"] == "rl"
-    if not resume_rl and not ddp.any_rank(STOP):  # RL starts here: measure where from, unless pretraining just did
+    if not (resume_rl and run["pretrain_eval"]) and not ddp.any_rank(STOP):  # RL starts: measure where from
         if run["pretrain_eval"] is None:
             run["pretrain_eval"] = evaluate(model, eval_set, eval_ids, cfg, cfg.passk_problems)
             show_eval("before RL", run["pretrain_eval"])
@@ -432,24 +435,23 @@ def main(argv):
         diag = grpo_update(model, optimizer, batch["samples"], batch["advantages"], cfg, autocast, ref_model)
         run["rl_step"] += 1
         rl_step, run["rl_s"], run["wall_s"] = run["rl_step"], time.time() - t_rl, wall_before + time.time() - t_start
-        if diag is None:  # loss -> step failed: nothing was changed
+        if diag is None:  # loss -> step failed: this update was not made
             run["skipped"], bad_steps = run["skipped"] + 1, bad_steps + 1
             print(f"warning: non-finite loss or gradient at RL step {rl_step}: update skipped ({bad_steps} in a "
                   f"row, {run['skipped']} in all)")
             if bad_steps >= cfg.max_bad_steps:
                 sys.exit(f"error: {bad_steps} non-finite updates in a row; stopping. The last good checkpoint is "
                          f"{ckpt_path}")
-            continue
-        bad_steps = 0
-        # log: one line per step, and now and then one prompt with its completion and grade
-        rec = rl_record(rl_step, batch, diag, t1 - t0, time.time() - t1)
-        log(rec)
-        if rl_step % cfg.log_interval == 0:
-            print(RL_LINE.format(**rec))
-        if rl_step % cfg.sample_interval == 0:
-            p, g = pool[batch["prompt_idx"][0]], batch["grades"][0]
-            print(f"  sample: {p.prompt.strip()} -> {batch['texts'][0]!r} [{g.reason}, reward "
-                  f"{batch['rewards'][0].item():.2f}, truth {p.answer}]")
+        else:  # log: one line per step, and now and then one prompt with its completion and grade
+            bad_steps = 0
+            rec = rl_record(rl_step, batch, diag, t1 - t0, time.time() - t1)
+            log(rec)
+            if rl_step % cfg.log_interval == 0:
+                print(RL_LINE.format(**rec))
+            if rl_step % cfg.sample_interval == 0:
+                p, g = pool[batch["prompt_idx"][0]], batch["grades"][0]
+                print(f"  sample: {p.prompt.strip()} -> {batch['texts'][0]!r} [{g.reason}, reward "
+                      f"{batch['rewards'][0].item():.2f}, truth {p.answer}]")
         # eval and save
         if rl_step % cfg.rl_eval_interval == 0 or rl_step == cfg.rl_steps:
             final = evaluate(model, eval_set, eval_ids, cfg, cfg.passk_problems)

@@ -1,5 +1,5 @@
 """
-bench/logprobs.py: per-token log-probs, fused (grpo.fused_token_logprobs) vs naive (grpo.token_logprobs):
+bench/logprobs.py: per-token log-probs, fused (grpo.fused_token_logprobs) vs plain (grpo.token_logprobs):
 forward + backward time and peak memory.
 
 Time: both variants alternate in one process, the best of a few rounds counts. Memory: each variant alone in a
@@ -82,7 +82,7 @@ def peak_memory(variant, shape, device, dtype, chunk_size):
 def best_times(shape, device, dtype, rounds, chunk_size):
     """Both variants in this process, alternating, so that a change in machine load hits both alike."""
     inputs = make_inputs(shape, device)
-    best = {"naive": float("inf"), "fused": float("inf")}
+    best = {"plain": float("inf"), "fused": float("inf")}
     for i in range(rounds + 1):  # round 0 warms up
         for variant in best:
             t = [step(variant, *inputs, dtype, chunk_size)]
@@ -94,13 +94,13 @@ def best_times(shape, device, dtype, rounds, chunk_size):
 
 
 def main():
-    p = argparse.ArgumentParser(description="fused vs naive per-token log-probs: time and peak memory")
-    p.add_argument("--memory_of", choices=["fused", "naive"], help="(internal) print one variant's peak memory")
+    p = argparse.ArgumentParser(description="fused vs plain per-token log-probs: time and peak memory")
+    p.add_argument("--memory_of", choices=["fused", "plain"], help="(internal) print one variant's peak memory")
     p.add_argument("--shape", choices=list(SHAPES), default=None, help="one shape (default: all)")
     p.add_argument("--device", default="auto", help="auto (cuda if available, else cpu) or a torch device")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default=None,
                    help="default: bfloat16 autocast on CUDA (as training would), float32 on CPU")
-    p.add_argument("--rounds", type=int, default=2, help="timed rounds of (naive, fused); the best time counts")
+    p.add_argument("--rounds", type=int, default=2, help="timed rounds of (plain, fused); the best time counts")
     p.add_argument("--chunk_size", type=int, default=None, help="rows per chunk (default: see LOGITS_PER_CHUNK)")
     a = p.parse_args()
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device)
@@ -120,7 +120,7 @@ def main():
     load, ratios = os.getloadavg()[0], []
     for shape in [a.shape] if a.shape else list(SHAPES):
         mib = {}
-        for variant in ("naive", "fused"):
+        for variant in ("plain", "fused"):
             cmd = [sys.executable, __file__, f"--memory_of={variant}", f"--shape={shape}", f"--device={device}",
                    f"--dtype={dtype}"] + ([f"--chunk_size={a.chunk_size}"] if a.chunk_size else [])
             r = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -129,12 +129,12 @@ def main():
             mib[variant] = int(r.stdout.split()[-1]) / 2 ** 20
         sec = best_times(shape, device, getattr(torch, dtype), a.rounds, a.chunk_size)
         B, T, C, V = SHAPES[shape]
-        for variant in ("naive", "fused"):
+        for variant in ("plain", "fused"):
             print(f"| {shape} {SHAPES[shape]} | {variant} | {sec[variant]:.3f} | {mib[variant]:.1f} |", flush=True)
             if mib[variant] < 4 * (B * T + V) * C / 2 ** 20:  # less than the gradients it returns
                 print("  ^ less than the gradients it returns: this measurement is wrong")
-        ratios.append(f"{shape}: fused/naive time {sec['fused'] / sec['naive']:.2f}x (target <= 1.3), "
-                      f"peak memory {mib['fused'] / max(mib['naive'], 1e-9):.3f}x (target <= 0.125 at gpt2)")
+        ratios.append(f"{shape}: fused/plain time {sec['fused'] / sec['plain']:.2f}x (target <= 1.3), "
+                      f"peak memory {mib['fused'] / max(mib['plain'], 1e-9):.3f}x (target <= 0.125 at gpt2)")
     print(f"\nload average (1 min) {load:.1f} before, {os.getloadavg()[0]:.1f} after: other work on the machine "
           "slows the timings")
     print("\n".join(ratios))

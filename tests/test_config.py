@@ -160,6 +160,16 @@ def test_resume_uses_the_saved_config_and_names_what_the_command_line_changes(tm
     assert steps == [1, 2, 3]
 
 
+def test_resume_refuses_to_change_the_problems_and_overwrite_refuses_to_delete_its_source(tmp_path):
+    out = tmp_path / "out"
+    assert train(*SMALL, f"--out_dir={out}").returncode == 0
+    for flag in ("--seed=7", "--rl_pool=4", "--families=add", "--digits=3"):
+        r = train(f"--out_dir={out}", "--init_from=resume", flag)
+        assert r.returncode != 0 and f"{flag.split('=')[0]} cannot change on resume" in r.stderr, r.stderr
+    r = train(*SMALL, f"--out_dir={out}", f"--init_from={out / 'ckpt.pt'}", "--overwrite=true")
+    assert r.returncode != 0 and "--overwrite would delete --init_from" in r.stderr and (out / "ckpt.pt").exists()
+
+
 def test_the_readme_change_the_task_commands_pass_their_checks():
     """Each `python train.py ...` command of the README's "Change the task" section gets through validation and
     the task-fitting check (the part that used to crash minutes in) at the size it names."""

@@ -67,6 +67,15 @@ def test_the_all_blank_starter_imports_and_fails_only_where_a_blank_is_named(gra
     assert "homework: one line per function" in out
 
 
+def test_the_starter_collects_its_whole_suite(graded):
+    """A bare `python -m pytest` in the starter must reach every test file: none may import what was left out."""
+    r = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"],
+                       cwd=graded[0] / "all", capture_output=True, text=True, timeout=120)
+    summary = r.stdout.strip().splitlines()[-1]  # "N tests collected in ...", with "M errors" if any
+    assert r.returncode == 0 and "collected" in summary and "error" not in summary, r.stdout[-2000:]
+    assert not (graded[0] / "all" / "tests" / "test_homework.py").exists()
+
+
 def test_the_solutions_pass_every_grading_test(graded):
     out, res = graded[1]["solutions"]
     assert all(r["passed"] for r in res["tests"].values()), out[-3000:]

@@ -1,4 +1,4 @@
-"""The acceptance run: the default CPU preset end to end (about 5 minutes on 2 cores). python -m pytest -m slow"""
+"""The acceptance run: the default CPU preset end to end (about 3.5 minutes on 2 cores). python -m pytest -m slow"""
 import json
 import subprocess
 import sys

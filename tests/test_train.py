@@ -384,7 +384,9 @@ def test_non_finite_updates_in_a_row_stop_the_run(tmp_path):
                   "--max_bad_steps=2", "--save_interval=1")
     assert r.returncode != 0 and "2 non-finite updates in a row; stopping" in r.stderr, r.stderr[-2000:]
     assert r.stdout.count("update skipped") == 2 and "Traceback" not in r.stderr
-    assert not (tmp_path / "b" / "ckpt.pt").exists()  # nothing bad was saved
+    saved = torch.load(tmp_path / "b" / "ckpt.pt", weights_only=False)  # step 1's save: no update was made
+    assert saved["rl_step"] == 1 and saved["skipped"] == 1
+    assert all(torch.allclose(v, ckpt["model"][k], equal_nan=True) for k, v in saved["model"].items())
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
