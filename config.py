@@ -1,7 +1,7 @@
 """
 config.py: the knobs of train.py, typed, with their help text, the two presets, and the checks that refuse a bad
-configuration before any work (`configure` is all of it, for train.py's main). Plumbing, not a concept: read it
-next to train.py.
+configuration before any work (`configure` is all of it, for train.py's main), and `make_task`, the problems
+that fit max_new_tokens and block_size to the task. Plumbing, not a concept: read it next to train.py.
 
 `python train.py --help` prints every field with its default; `--key=value` sets one (unknown keys and badly typed
 values stop with a message). A preset fills in the fields the command line does not set.
@@ -9,12 +9,14 @@ values stop with a message). A preset fills in the fields the command line does 
 import dataclasses
 import math
 import os
+import random
 import sys
 from dataclasses import dataclass, field
 
 import torch
 
-from data.tasks import FAMILIES
+from data.tasks import FAMILIES, generate_problems, demonstration
+from data.tokenizer import encode
 from advantage import METHODS
 from grpo import KL_KINDS, LOSS_AGGS
 from checkpoint import load_checkpoint
@@ -298,3 +300,20 @@ def configure(argv):
             sys.exit("error: cannot apply to the loaded model: " + ", ".join(bad))
         cfg.n_layer, cfg.n_head, cfg.n_embd = mc["n_layer"], mc["n_head"], mc["n_embd"]
     return cfg, device, why, ckpt, note
+
+
+def make_task(cfg, model_block_size=None, pretrains=True):
+    """The held-out problems (distinct) and RL's pool, with their prompts' token ids; fits max_new_tokens and
+    block_size to the task (config.fit_to_task) from the longest prompt and the teacher's longest response."""
+    families = cfg.families.split(",")
+    try:
+        eval_set = generate_problems(cfg.eval_problems, seed=cfg.seed + 1, split="test", families=families,
+                                     digits=cfg.digits, distinct=True)
+        pool = generate_problems(cfg.rl_pool, seed=cfg.seed + 2, families=families, digits=cfg.digits)
+    except ValueError as e:
+        sys.exit(f"error: {e} (--eval_problems, --rl_pool, --digits)")
+    eval_ids, pool_ids = [encode(p.prompt) for p in eval_set], [encode(p.prompt) for p in pool]
+    rng = random.Random(0)  # the teacher's responses with and without a slip
+    longest = max(len(encode(demonstration(p, rng, 1.0, e)[0])) + 1 for p in pool + eval_set for e in (0, 1))
+    fit_to_task(cfg, max(map(len, eval_ids + pool_ids)), longest, model_block_size, pretrains)
+    return eval_set, eval_ids, pool, pool_ids

@@ -16,23 +16,28 @@ stop signal is acted on only when every rank has seen it (`any_rank`), at the sa
 Plain `python train.py` has no process group: every function here is then the identity or nearly.
 """
 import os
+import sys
 
 import torch
 import torch.distributed as dist
 
 
 def setup(device):
-    """(rank, world_size, device, backend). Under torchrun (WORLD_SIZE > 1) this joins the process group, with
-    gloo on CPU and nccl on CUDA, and gives each rank the GPU of its LOCAL_RANK."""
+    """(rank, world_size, device). Under torchrun (WORLD_SIZE > 1) this joins the process group, with gloo on CPU
+    and nccl on CUDA, gives each rank the GPU of its LOCAL_RANK, and silences stdout on every rank but 0 (errors
+    still reach stderr from all of them)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
-        return 0, 1, device, None
+        return 0, 1, device
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
         torch.cuda.set_device(device)
     dist.init_process_group(backend)
-    return dist.get_rank(), world, device, backend
+    if dist.get_rank():
+        sys.stdout = open(os.devnull, "w")
+    print(f"torchrun: {world} processes, backend {backend} (nccl on CUDA, gloo on CPU)")
+    return dist.get_rank(), world, device
 
 
 def world_size():

@@ -40,15 +40,15 @@ import torch.nn.functional as F
 
 from model import GPT, GPTConfig, positions
 from sample import sample
-from data.tokenizer import encode, decode, EOS, EOS_ID, PAD_ID, VOCAB_SIZE, THINK, END_THINK
+from data.tokenizer import encode, EOS, EOS_ID, PAD_ID, VOCAB_SIZE
 from data.tasks import generate_problems, demonstration
-from verify import grade
+from evaluation import judge, evaluate, show_eval, thinks
 from advantage import group_advantages, length_rewards, group_stats
 from grpo import fused_token_logprobs, grpo_loss, masked_mean
 import ddp
 from checkpoint import (STOP, new_run, save_checkpoint, restore_run, truncate_log, write_record, claim_out_dir,
                         request_stop)
-from config import configure, fit_to_task, check_world
+from config import configure, make_task, check_world
 
 RL_LINE = ("rl {rl_step:4d} | reward {reward:.3f} acc {accuracy:.3f} fmt {format_rate:.2f} | zero-signal "
            "{zero_signal:.2f} (pred {zero_signal_pred:.2f}) | len {response_len:.1f} (ok {len_correct:.1f} / bad "
@@ -110,59 +110,6 @@ def pretrain_step(model, optimizer, x, y, lr, grad_clip, autocast, n_tokens=None
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     return loss.detach()
-
-
-# -------------------------------------------------------------------------------------------- grading
-def thinks(text):
-    """Does a response show its work (a non-empty think block)?"""
-    return text.startswith(THINK) and text.split(END_THINK)[0][len(THINK):].strip() != ""
-
-
-def pass_at_k(n, c, k):
-    """Unbiased pass@k from n samples of which c are correct: 1 - C(n-c, k) / C(n, k)."""
-    return 1.0 if n - c < k else 1.0 - math.comb(n - c, k) / math.comb(n, k)
-
-
-def judge(samples, answers):
-    """A Samples batch's responses decoded (without the EOS the verifier must not see) and graded against
-    answers (one per row). Returns texts, grades and correct (B,) on the CPU: the right answer *and* an EOS."""
-    s = samples
-    rows = s.tokens[:, s.prompt_len:].tolist()
-    texts = [decode(row[:n - fin]) for row, n, fin in zip(rows, s.lengths.tolist(), s.finished.tolist())]
-    grades = [grade(t, a) for t, a in zip(texts, answers)]
-    return texts, grades, torch.tensor([g.correct for g in grades]) & s.finished.cpu()
-
-
-def evaluate(model, problems, prompt_ids, cfg, passk_problems=0):
-    """On held-out problems: greedy accuracy (overall and per family), think share and response length; with
-    passk_problems, pass@1 and pass@G from G samples of the first passk_problems at cfg.temperature."""
-    model.eval()
-    correct, think, lengths = {f: [] for f in cfg.families.split(",")}, [], []
-    for i in range(0, len(problems), 256):
-        chunk = problems[i:i + 256]
-        s = sample(model, prompt_ids[i:i + 256], 1, cfg.max_new_tokens, temperature=0, eos_id=EOS_ID, pad_id=PAD_ID)
-        texts, _, ok = judge(s, [p.answer for p in chunk])
-        for p, text, c, n in zip(chunk, texts, ok.tolist(), s.lengths.tolist()):
-            correct[p.family].append(c)
-            think.append(thinks(text))
-            lengths.append(n)
-    out = dict(acc=sum(map(sum, correct.values())) / len(problems),
-               **{f"acc_{f}": sum(v) / max(len(v), 1) for f, v in correct.items()},
-               think_share=sum(think) / len(think), response_len=sum(lengths) / len(lengths))
-    if passk_problems:
-        G, chunk = cfg.group_size, problems[:passk_problems]
-        s = sample(model, prompt_ids[:passk_problems], G, cfg.max_new_tokens, temperature=cfg.temperature,
-                   eos_id=EOS_ID, pad_id=PAD_ID, generator=torch.Generator().manual_seed(cfg.seed + 5))
-        c = judge(s, [p.answer for p in chunk for _ in range(G)])[2].view(-1, G).sum(1).tolist()  # correct of G
-        out.update({f"pass@{k}": sum(pass_at_k(G, ci, k) for ci in c) / len(c) for k in (1, G)})
-    return out
-
-
-def show_eval(name, ev):
-    families = [k[4:] for k in ev if k.startswith("acc_")]
-    print(f"{name}: greedy acc {ev['acc']:.3f} (" + " ".join(f"{f} {ev['acc_' + f]:.3f}" for f in families) +
-          f") | think share {ev['think_share']:.2f} | response length {ev['response_len']:.1f}" +
-          "".join(f" | {k} {v:.3f}" for k, v in ev.items() if k.startswith("pass@")))
 
 
 # -------------------------------------------------------------------------------------------- RL
@@ -304,21 +251,9 @@ def rl_record(rl_step, batch, diag, sample_s, train_s):
 
 
 # -------------------------------------------------------------------------------------------- main
-def make_task(cfg, model_block_size=None, pretrains=True):
-    """The held-out problems (distinct) and RL's pool, with their prompts' token ids; fits max_new_tokens and
-    block_size to the task (config.fit_to_task) from the longest prompt and the teacher's longest response."""
-    families = cfg.families.split(",")
-    try:
-        eval_set = generate_problems(cfg.eval_problems, seed=cfg.seed + 1, split="test", families=families,
-                                     digits=cfg.digits, distinct=True)
-        pool = generate_problems(cfg.rl_pool, seed=cfg.seed + 2, families=families, digits=cfg.digits)
-    except ValueError as e:
-        sys.exit(f"error: {e} (--eval_problems, --rl_pool, --digits)")
-    eval_ids, pool_ids = [encode(p.prompt) for p in eval_set], [encode(p.prompt) for p in pool]
-    rng = random.Random(0)  # the teacher's responses with and without a slip
-    longest = max(len(encode(demonstration(p, rng, 1.0, e)[0])) + 1 for p in pool + eval_set for e in (0, 1))
-    fit_to_task(cfg, max(map(len, eval_ids + pool_ids)), longest, model_block_size, pretrains)
-    return eval_set, eval_ids, pool, pool_ids
+def eval_args(cfg, passk_problems):
+    """evaluation.evaluate's knobs from the config: the pass@k samples are drawn like RL's, from their own seed."""
+    return cfg.max_new_tokens, passk_problems, cfg.group_size, cfg.temperature, cfg.seed + 5
 
 
 def main(argv):
@@ -330,12 +265,8 @@ def main(argv):
     resume = cfg.init_from == "resume"
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    rank, world, device, backend = ddp.setup(device)
+    rank, world, device = ddp.setup(device)  # rank 0 alone prints from here on
     check_world(cfg, world)
-    if rank:  # rank 0 alone prints; errors still reach stderr from every rank
-        sys.stdout = open(os.devnull, "w")
-    if world > 1:
-        print(f"torchrun: {world} processes, backend {backend} (nccl on CUDA, gloo on CPU)")
     if note:
         print(note)
 
@@ -400,7 +331,7 @@ def main(argv):
             # evaluate and checkpoint; the last eval is also RL's starting point, so it adds pass@k
             if step % cfg.eval_interval == 0 or step == cfg.pretrain_steps:
                 last = step == cfg.pretrain_steps
-                ev = evaluate(model, eval_set, eval_ids, cfg, cfg.passk_problems if last else 0)
+                ev = evaluate(model, eval_set, eval_ids, *eval_args(cfg, cfg.passk_problems if last else 0))
                 run["pretrain_eval"] = ev if last else None
                 show_eval(f"eval @ pretrain step {step}", ev)
                 log(dict(stage="pretrain_eval", step=step, **ev))
@@ -411,7 +342,7 @@ def main(argv):
     resume_rl = resume and ckpt["stage"] == "rl"
     if not (resume_rl and run["pretrain_eval"]) and not ddp.any_rank(STOP):  # RL starts: measure where from
         if run["pretrain_eval"] is None:
-            run["pretrain_eval"] = evaluate(model, eval_set, eval_ids, cfg, cfg.passk_problems)
+            run["pretrain_eval"] = evaluate(model, eval_set, eval_ids, *eval_args(cfg, cfg.passk_problems))
             show_eval("before RL", run["pretrain_eval"])
         log(dict(stage="rl_eval", rl_step=0, **run["pretrain_eval"]))
         run["stage"] = "rl"
@@ -454,7 +385,7 @@ def main(argv):
                       f"{batch['rewards'][0].item():.2f}, truth {p.answer}]")
         # eval and save
         if rl_step % cfg.rl_eval_interval == 0 or rl_step == cfg.rl_steps:
-            final = evaluate(model, eval_set, eval_ids, cfg, cfg.passk_problems)
+            final = evaluate(model, eval_set, eval_ids, *eval_args(cfg, cfg.passk_problems))
             show_eval(f"eval @ RL step {rl_step}", final)
             log(dict(stage="rl_eval", rl_step=rl_step, **final))
         if rl_step % cfg.save_interval == 0 or rl_step == cfg.rl_steps:
@@ -468,7 +399,7 @@ def main(argv):
 
     # ---- summary: the imitation ceiling, where RL started, where it ended
     if final is None:  # the loop's last step evaluated already, unless it did not run (resumed a finished run)
-        final = evaluate(model, eval_set, eval_ids, cfg) if cfg.rl_steps else run["pretrain_eval"]
+        final = evaluate(model, eval_set, eval_ids, *eval_args(cfg, 0)) if cfg.rl_steps else run["pretrain_eval"]
     before = run["pretrain_eval"]
     print(f"\nheld-out greedy accuracy ({len(eval_set)} problems: {cfg.families}, {cfg.digits} digits)")
     print(f"  {'':24s}{'accuracy':>10s}{'think share':>13s}{'response len':>14s}")

@@ -57,8 +57,8 @@ def test_each_blank_alone_is_graded_and_breaks_nothing_else(graded, name):
 
 def test_the_all_blank_starter_imports_and_fails_only_where_a_blank_is_named(graded):
     base, results = graded
-    r = subprocess.run([sys.executable, "-c", "import model, sample, verify, advantage, grpo, checkpoint, config, "
-                        "train, plot"], cwd=base / "all", capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-c", "import model, sample, verify, evaluation, advantage, grpo, ddp, "
+                        "checkpoint, config, train, plot"], cwd=base / "all", capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     out, res = results["all"]
     failed = {t: r["names"] for t, r in res["tests"].items() if not r["passed"]}

@@ -12,9 +12,10 @@ import pytest
 import torch
 
 import config
+import evaluation
 import train
 from data.tasks import generate_problems, response
-from data.tokenizer import EOS_ID, PAD_ID, encode
+from data.tokenizer import EOS_ID, PAD_ID, decode, encode
 from model import GPT, GPTConfig
 from sample import Samples, sample
 
@@ -87,7 +88,7 @@ def test_pretrain_batch_trains_on_the_response_only():
         n_prompt = len(encode(p.prompt))
         assert (y[i, :n_prompt - 1] == -1).all()  # no loss on the prompt
         targets = y[i][y[i] >= 0].tolist()
-        assert train.decode(targets) == f"<think>{p.solution}</think><answer>{p.answer}</answer><|endoftext|>"
+        assert decode(targets) == f"<think>{p.solution}</think><answer>{p.answer}</answer><|endoftext|>"
         assert x[i, n_prompt - 1] == encode(p.prompt)[-1]  # x is y shifted by one
 
 
@@ -128,14 +129,14 @@ def test_pretrain_step_sets_the_lr_clips_the_gradient_and_lowers_the_loss():
 
 # ------------------------------------------------------------------------------------------------ grading
 def test_thinks_needs_a_non_empty_think_block():
-    assert train.thinks(response("1+1=2", "2")) and not train.thinks(response("", "2"))
-    assert not train.thinks(response("  \n", "2")) and not train.thinks("2")
+    assert evaluation.thinks(response("1+1=2", "2")) and not evaluation.thinks(response("", "2"))
+    assert not evaluation.thinks(response("  \n", "2")) and not evaluation.thinks("2")
 
 
 def test_pass_at_k_equals_brute_force_over_subsets():
     for n, c, k in [(8, 0, 1), (8, 3, 1), (8, 3, 4), (8, 5, 4), (8, 8, 8), (6, 1, 6), (5, 2, 3)]:
         subsets = list(combinations([True] * c + [False] * (n - c), k))
-        assert train.pass_at_k(n, c, k) == pytest.approx(sum(any(s) for s in subsets) / len(subsets))
+        assert evaluation.pass_at_k(n, c, k) == pytest.approx(sum(any(s) for s in subsets) / len(subsets))
 
 
 def samples_of(prompts, completions, finished):
@@ -156,7 +157,7 @@ def samples_of(prompts, completions, finished):
 def test_judge_strips_eos_and_never_credits_a_truncated_answer():
     right, wrong = response("2+2=4", "4"), response("", "5")
     s = samples_of(["What is 2+2?\n"] * 3, [right, wrong, right], [True, True, False])
-    texts, grades, correct = train.judge(s, ["4", "4", "4"])
+    texts, grades, correct = evaluation.judge(s, ["4", "4", "4"])
     assert texts == [right, wrong, right]  # the EOS is not part of what the verifier reads
     assert [g.reason for g in grades] == ["ok", "wrong_value", "ok"]
     assert correct.tolist() == [True, False, False]  # right but cut off at max_new_tokens: not correct
@@ -166,15 +167,15 @@ def test_evaluate_reports_accuracy_per_family_think_share_length_and_pass_at_k(m
     problems = generate_problems(2, seed=0, families=("add",)) + generate_problems(2, seed=0, families=("sub",))
     greedy = [response(problems[0].solution, problems[0].answer), response("", "0"),
               response(problems[2].solution, problems[2].answer), response("", problems[3].answer)]
-    cfg = config.Config(families="add,sub", group_size=4, max_new_tokens=100)
 
     def fake_sample(model, prompts, group_size, *args, **kwargs):  # what the model "writes"
         if group_size == 1:
             return samples_of([p.prompt for p in problems], greedy, [True] * 4)
         texts = [response("", p.answer if j < i else "1") for i, p in enumerate(problems[:2]) for j in range(4)]
         return samples_of([p.prompt for p in problems[:2] for _ in range(4)], texts, [True] * 8)
-    monkeypatch.setattr(train, "sample", fake_sample)
-    ev = train.evaluate(torch.nn.Module(), problems, [encode(p.prompt) for p in problems], cfg, passk_problems=2)
+    monkeypatch.setattr(evaluation, "sample", fake_sample)
+    ev = evaluation.evaluate(torch.nn.Module(), problems, [encode(p.prompt) for p in problems], max_new_tokens=100,
+                             passk_problems=2, group_size=4)
     lengths = [len(encode(t)) + 1 for t in greedy]  # EOS included
     assert ev["acc"] == 0.75 and ev["acc_add"] == 0.5 and ev["acc_sub"] == 1.0
     assert ev["think_share"] == 0.5 and ev["response_len"] == pytest.approx(sum(lengths) / 4)
@@ -247,7 +248,7 @@ def rl_setup(monkeypatch):
 
         def reward(self, format_bonus=0.0):
             return float(self.correct) + format_bonus * self.formatted
-    monkeypatch.setattr(train, "grade", lambda text, truth: FakeGrade(text))
+    monkeypatch.setattr(evaluation, "grade", lambda text, truth: FakeGrade(text))
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32))
     with torch.no_grad():  # every position's next token: EOS with p ~ 0.15, else nearly uniform
@@ -326,7 +327,7 @@ def test_two_step_rl_run_writes_metrics_checkpoint_and_summary(tmp_path):
 def test_the_gpu_preset_code_path_runs_on_cpu_at_a_tiny_size(tmp_path):
     """--preset=gpu: all four families at 3 digits, 160 new tokens in a 192-token context (bf16 only on CUDA)."""
     r = run_train("--preset=gpu", "--device=cpu", "--n_layer=1", "--n_head=2", "--n_embd=32", "--pretrain_steps=2",
-                  "--eval_interval=2", "--batch_size=4", "--eval_problems=8", "--rl_pool=16", "--prompts_per_step=2",
+                  "--eval_interval=2", "--batch_size=4", "--eval_problems=24", "--rl_pool=16", "--prompts_per_step=2",
                   "--group_size=2", "--micro_batch=4", "--passk_problems=2", "--rl_steps=1", f"--out_dir={tmp_path}")
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads(r.stdout.strip().splitlines()[-1])["preset"] == "gpu"
