@@ -34,11 +34,10 @@ def pass_at_k(n, c, k):
 def judge(samples, answers):
     """A Samples batch's responses decoded (without the EOS the verifier must not see) and graded against
     answers (one per row). Returns texts, grades and correct (B,) on the CPU: the right answer *and* an EOS."""
-    s = samples
-    rows = s.tokens[:, s.prompt_len:].tolist()
-    texts = [decode(row[:n - fin]) for row, n, fin in zip(rows, s.lengths.tolist(), s.finished.tolist())]
+    rows = samples.tokens[:, samples.prompt_len:].tolist()
+    texts = [decode(row[:n - fin]) for row, n, fin in zip(rows, samples.lengths.tolist(), samples.finished.tolist())]
     grades = [grade(t, a) for t, a in zip(texts, answers)]
-    return texts, grades, torch.tensor([g.correct for g in grades]) & s.finished.cpu()
+    return texts, grades, torch.tensor([g.correct for g in grades]) & samples.finished.cpu()
 
 
 def evaluate(model, problems, prompt_ids, max_new_tokens, passk_problems=0, group_size=8, temperature=1.0,
@@ -50,9 +49,10 @@ def evaluate(model, problems, prompt_ids, max_new_tokens, passk_problems=0, grou
     correct, think, lengths = {p.family: [] for p in problems}, [], []
     for i in range(0, len(problems), 256):
         chunk = problems[i:i + 256]
-        s = sample(model, prompt_ids[i:i + 256], 1, max_new_tokens, temperature=0, eos_id=EOS_ID, pad_id=PAD_ID)
-        texts, _, ok = judge(s, [p.answer for p in chunk])
-        for p, text, c, n in zip(chunk, texts, ok.tolist(), s.lengths.tolist()):
+        samples = sample(model, prompt_ids[i:i + 256], 1, max_new_tokens, temperature=0, eos_id=EOS_ID,
+                         pad_id=PAD_ID)
+        texts, _, ok = judge(samples, [p.answer for p in chunk])
+        for p, text, c, n in zip(chunk, texts, ok.tolist(), samples.lengths.tolist()):
             correct[p.family].append(c)
             think.append(thinks(text))
             lengths.append(n)
@@ -61,9 +61,9 @@ def evaluate(model, problems, prompt_ids, max_new_tokens, passk_problems=0, grou
                think_share=sum(think) / len(think), response_len=sum(lengths) / len(lengths))
     if passk_problems:
         G, chunk = group_size, problems[:passk_problems]
-        s = sample(model, prompt_ids[:passk_problems], G, max_new_tokens, temperature=temperature, eos_id=EOS_ID,
-                   pad_id=PAD_ID, generator=torch.Generator().manual_seed(seed))
-        c = judge(s, [p.answer for p in chunk for _ in range(G)])[2].view(-1, G).sum(1).tolist()  # right of G
+        samples = sample(model, prompt_ids[:passk_problems], G, max_new_tokens, temperature=temperature,
+                         eos_id=EOS_ID, pad_id=PAD_ID, generator=torch.Generator().manual_seed(seed))
+        c = judge(samples, [p.answer for p in chunk for _ in range(G)])[2].view(-1, G).sum(1).tolist()  # right of G
         out.update({f"pass@{k}": sum(pass_at_k(G, ci, k) for ci in c) / len(c) for k in (1, G)})
     return out
 

@@ -139,17 +139,17 @@ def rollout(model, pool, pool_ids, run, cfg):
     mine = ddp.my_rows(len(prompt_idx))
     prompt_idx, u = prompt_idx[mine], u[mine.start * G:mine.stop * G]
     model.eval()
-    s = sample(model, [pool_ids[i] for i in prompt_idx], G, cfg.max_new_tokens, temperature=cfg.temperature,
-               eos_id=EOS_ID, pad_id=PAD_ID, uniforms=u)
-    texts, grades, correct = judge(s, [pool[i].answer for i in prompt_idx for _ in range(G)])
+    samples = sample(model, [pool_ids[i] for i in prompt_idx], G, cfg.max_new_tokens, temperature=cfg.temperature,
+                     eos_id=EOS_ID, pad_id=PAD_ID, uniforms=u)
+    texts, grades, correct = judge(samples, [pool[i].answer for i in prompt_idx for _ in range(G)])
     rewards = torch.tensor([g.reward(cfg.format_bonus) if fin else 0.0
-                            for g, fin in zip(grades, s.finished.tolist())])  # (B,)
+                            for g, fin in zip(grades, samples.finished.tolist())])  # (B,)
     zero_signal_drawn = group_stats(rewards, G)["zero_var_frac"]
     if cfg.dynamic_sampling:  # each rank keeps half of its own groups
         keep = keep_groups(rewards, G, len(prompt_idx) // 2)
         rows = torch.tensor([i * G + j for i in keep for j in range(G)])  # (B,) the kept groups' row indices
-        s = dataclasses.replace(s, **{f.name: getattr(s, f.name)[rows.to(s.tokens.device)]
-                                      for f in dataclasses.fields(s) if f.name != "prompt_len"})
+        samples = dataclasses.replace(samples, **{f.name: getattr(samples, f.name)[rows.to(samples.tokens.device)]
+                                                  for f in dataclasses.fields(samples) if f.name != "prompt_len"})
         prompt_idx, rewards, correct = [prompt_idx[i] for i in keep], rewards[rows], correct[rows]
         texts, grades = [texts[r] for r in rows], [grades[r] for r in rows]
     pass_rates = correct.view(-1, G).float().mean(1).tolist()  # (P, G) -> each prompt's pass rate
@@ -158,9 +158,9 @@ def rollout(model, pool, pool_ids, run, cfg):
             run["success"][i] = 0.7 * run["success"][i] + 0.3 * c
     shaped = rewards  # (B,) what the advantages see; `rewards` stays the verifier's, for logging
     if cfg.length_weight > 0 and run["rl_step"] >= cfg.length_start:
-        shaped = rewards + cfg.length_weight * length_rewards(s.lengths.cpu(), correct, G)
+        shaped = rewards + cfg.length_weight * length_rewards(samples.lengths.cpu(), correct, G)
     advantages = group_advantages(shaped, G, method=cfg.advantage, unbiased_std=cfg.unbiased_std)  # (B,)
-    return dict(samples=s, prompt_idx=prompt_idx, texts=texts, grades=grades, rewards=rewards, correct=correct,
+    return dict(samples=samples, prompt_idx=prompt_idx, texts=texts, grades=grades, rewards=rewards, correct=correct,
                 advantages=advantages, zero_signal_drawn=zero_signal_drawn)
 
 
@@ -179,10 +179,9 @@ def grpo_update(model, optimizer, samples, advantages, cfg, autocast, ref_model=
     passes, where the clip can act (the first, if there is only one); the last grad_norm. Returns None when a
     loss or gradient is not finite: that pass and the rest are skipped (with updates_per_batch = 1, the weights
     stay untouched; with more, the passes already taken stand)."""
-    s = samples
-    x, targets = s.tokens[:, :-1], s.tokens[:, 1:]  # (B, T) each
-    pos, key_mask = positions(s.valid)[:, :-1], s.valid[:, :-1]  # (B, T) each
-    mask, old_logprobs = s.mask[:, 1:], s.logprobs[:, 1:]  # (B, T) each
+    x, targets = samples.tokens[:, :-1], samples.tokens[:, 1:]  # (B, T) each
+    pos, key_mask = positions(samples.valid)[:, :-1], samples.valid[:, :-1]  # (B, T) each
+    mask, old_logprobs = samples.mask[:, 1:], samples.logprobs[:, 1:]  # (B, T) each
     B, mu = mask.size(0), cfg.updates_per_batch
     n_rows, n_tokens = B * ddp.world_size(), ddp.sum_all(mask.sum())  # the whole batch's, across the ranks
     advantages = advantages.to(mask.device)
@@ -230,16 +229,16 @@ def grpo_update(model, optimizer, samples, advantages, cfg, autocast, ref_model=
                 ratio_max=max(p["ratio_max"] for p in acting), grad_norm=grad_norm)
 
 
-def rl_record(rl_step, batch, diag, sample_s, train_s):
+def rl_record(rl_step, batch, diagnostics, sample_s, train_s):
     """The metrics of one RL step, over every rank's rows, as written to metrics.jsonl and printed by RL_LINE."""
-    s = batch["samples"]
-    mine = dict(rewards=batch["rewards"].tolist(), correct=batch["correct"].tolist(), lengths=s.lengths.tolist(),
-                finished=s.finished.tolist(), formatted=[g.formatted for g in batch["grades"]],
+    samples = batch["samples"]
+    mine = dict(rewards=batch["rewards"].tolist(), correct=batch["correct"].tolist(), lengths=samples.lengths.tolist(),
+                finished=samples.finished.tolist(), formatted=[g.formatted for g in batch["grades"]],
                 think=[thinks(t) for t in batch["texts"]], drawn=[batch["zero_signal_drawn"]])
     rows = {k: sum((part[k] for part in ddp.gather(mine)), []) for k in mine}  # all ranks' rows, in rank order
     rewards, correct, lengths = (torch.tensor(rows[k], dtype=dtype) for k, dtype in
                                  (("rewards", torch.float), ("correct", torch.bool), ("lengths", torch.float)))
-    stats = group_stats(rewards, s.tokens.size(0) // len(batch["prompt_idx"]))
+    stats = group_stats(rewards, samples.tokens.size(0) // len(batch["prompt_idx"]))
     mean = lambda xs: sum(xs) / len(xs)
     mean_or_nan = lambda x: x.mean().item() if len(x) else float("nan")
     return dict(stage="rl", rl_step=rl_step, reward=rewards.mean().item(), accuracy=correct.float().mean().item(),
@@ -247,7 +246,7 @@ def rl_record(rl_step, batch, diag, sample_s, train_s):
                 zero_signal_pred=stats["zero_var_pred"], zero_signal_drawn=mean(rows["drawn"]),
                 response_len=lengths.mean().item(), len_correct=mean_or_nan(lengths[correct]),
                 len_wrong=mean_or_nan(lengths[~correct]), think_share=mean(rows["think"]),
-                truncated=1 - mean(rows["finished"]), **diag, sample_s=sample_s, train_s=train_s)
+                truncated=1 - mean(rows["finished"]), **diagnostics, sample_s=sample_s, train_s=train_s)
 
 
 # -------------------------------------------------------------------------------------------- main
@@ -363,10 +362,10 @@ def main(argv):
         t1 = time.time()
         for g in optimizer.param_groups:  # a short warmup: Adam's first steps are its largest
             g["lr"] = cfg.rl_lr * min(1.0, (run["rl_step"] + 1) / 10)
-        diag = grpo_update(model, optimizer, batch["samples"], batch["advantages"], cfg, autocast, ref_model)
+        diagnostics = grpo_update(model, optimizer, batch["samples"], batch["advantages"], cfg, autocast, ref_model)
         run["rl_step"] += 1
         rl_step, run["rl_s"], run["wall_s"] = run["rl_step"], time.time() - t_rl, wall_before + time.time() - t_start
-        if diag is None:  # loss -> step failed: this update was not made
+        if diagnostics is None:  # loss -> step failed: this update was not made
             run["skipped"], bad_steps = run["skipped"] + 1, bad_steps + 1
             print(f"warning: non-finite loss or gradient at RL step {rl_step}: update skipped ({bad_steps} in a "
                   f"row, {run['skipped']} in all)")
@@ -375,7 +374,7 @@ def main(argv):
                          f"{ckpt_path}")
         else:  # log: one line per step, and now and then one prompt with its completion and grade
             bad_steps = 0
-            rec = rl_record(rl_step, batch, diag, t1 - t0, time.time() - t1)
+            rec = rl_record(rl_step, batch, diagnostics, t1 - t0, time.time() - t1)
             log(rec)
             if rl_step % cfg.log_interval == 0:
                 print(RL_LINE.format(**rec))
