@@ -37,7 +37,7 @@ def judge(samples, answers):
     rows = samples.tokens[:, samples.prompt_len:].tolist()
     texts = [decode(row[:n - fin]) for row, n, fin in zip(rows, samples.lengths.tolist(), samples.finished.tolist())]
     grades = [grade(t, a) for t, a in zip(texts, answers)]
-    return texts, grades, torch.tensor([g.correct for g in grades]) & samples.finished.cpu()
+    return texts, grades, torch.tensor([g.correct for g in grades]) & samples.finished.cpu()  # correct: (B,)
 
 
 def evaluate(model, problems, prompt_ids, max_new_tokens, passk_problems=0, group_size=8, temperature=1.0,

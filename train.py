@@ -102,7 +102,7 @@ def pretrain_step(model, optimizer, x, y, lr, grad_clip, autocast, n_tokens=None
         logits = model(x)  # (B, T, V)
     n_tokens = (y >= 0).sum() if n_tokens is None else n_tokens
     loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1), ignore_index=-1,
-                           reduction="sum") / n_tokens
+                           reduction="sum") / n_tokens  # logits as (B*T, V), targets (B*T,); a 0-dim mean
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     ddp.sum_grads(model)
@@ -195,7 +195,7 @@ def grpo_update(model, optimizer, samples, advantages, cfg, autocast, ref_model=
     passes = []  # per pass over the batch: token-weighted means over its micro-batches
     for _ in range(mu):
         d = {k: torch.zeros((), device=mask.device) for k in ("loss", "kl", "entropy", "clip_frac", "lp_diff",
-                                                              "ratio_max")}
+                                                              "ratio_max")}  # 0-dim each, summed on device
         optimizer.zero_grad(set_to_none=True)
         for m in micro:
             with autocast:
@@ -236,7 +236,7 @@ def rl_record(rl_step, batch, diagnostics, sample_s, train_s):
                 finished=samples.finished.tolist(), formatted=[g.formatted for g in batch["grades"]],
                 think=[thinks(t) for t in batch["texts"]], drawn=[batch["zero_signal_drawn"]])
     rows = {k: sum((part[k] for part in ddp.gather(mine)), []) for k in mine}  # all ranks' rows, in rank order
-    rewards, correct, lengths = (torch.tensor(rows[k], dtype=dtype) for k, dtype in
+    rewards, correct, lengths = (torch.tensor(rows[k], dtype=dtype) for k, dtype in  # (all ranks' B,) each
                                  (("rewards", torch.float), ("correct", torch.bool), ("lengths", torch.float)))
     stats = group_stats(rewards, samples.tokens.size(0) // len(batch["prompt_idx"]))
     mean = lambda xs: sum(xs) / len(xs)
