@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from data.tasks import FAMILIES, generate_problems, demonstration
+from data.tasks import FAMILIES, MODES, generate_problems, demonstration, with_mode
 from data.tokenizer import encode
 from advantage import METHODS
 from grpo import KL_KINDS, LOSS_AGGS
@@ -42,6 +42,13 @@ class Config:
     digits: int = knob(2, "operand digits: the difficulty knob")
     think_prob: float = knob(0.5, "share of teacher demonstrations that show their work")
     error_prob: float = knob(0.3, "share of teacher demonstrations with one mistake")
+    echo_prob: float = knob(0.0, "poly: share of the teacher's answers that restate the question, (x+3)(x-2), "
+                            "instead of expanding it (a sloppy teacher: what the echo hack needs to start from)")
+    thinking: str = knob("free", "free: the teacher shows its work on think_prob of problems, unasked | fusion "
+                         "(Qwen3): each prompt ends in /think or /no_think (share think_prob /think in pretraining, "
+                         "half in RL) and the teacher does as the flag says")
+    mode_contract: bool = knob(True, "fusion: a response that breaks its prompt's flag (/no_think that thinks, "
+                               "/think that does not) earns reward 0")
     max_new_tokens: int = knob(0, "longest response the model may write (0: fit the task, 1.2 x its longest "
                                   "demonstration rounded up to a multiple of 16)")
     # model
@@ -67,6 +74,8 @@ class Config:
     updates_per_batch: int = knob(1, "mu: optimisation passes over each sampled batch (1: on-policy)")
     rl_lr: float = knob(1e-4, "RL learning rate (constant after a short warmup; no weight decay)")
     temperature: float = knob(1.0, "sampling temperature during RL")
+    think_budget: int = knob(-1, "RL sampling: cut thinking after this many tokens with a forced </think><answer>, "
+                             "which the loss skips (-1: never)")
     advantage: str = knob("grpo", " | ".join(METHODS) + " (advantage.py)")
     unbiased_std: bool = knob(False, "Bessel-corrected std in the grpo advantage")
     clip_eps: float = knob(0.2, "PPO clip range, lower side (and upper unless clip_eps_high is set)")
@@ -74,6 +83,8 @@ class Config:
     kl_coef: float = knob(0.0, "beta: weight of the KL penalty to the frozen starting policy")
     kl_kind: str = knob("k3", " | ".join(KL_KINDS) + " KL estimator (grpo.py)")
     loss_agg: str = knob("seq-mean-token-mean", " | ".join(LOSS_AGGS))
+    check_form: bool = knob(True, "poly: an answer must be in expanded form to be right (false: any equal expression "
+                            "is, the echoed question included: the reward hack verify.py describes)")
     format_bonus: float = knob(0.0, "reward for a well-formatted response, even a wrong one (a known hack)")
     length_weight: float = knob(0.0, "weight of Kimi k1.5's group length reward")
     length_start: int = knob(0, "RL step from which the length reward is on")
@@ -153,7 +164,8 @@ def one_of(choices):
 
 SHARE, POSITIVE = (lambda v: 0 <= v <= 1, "in [0, 1]"), (lambda v: v > 0, "> 0")
 RULES = {  # field: (test, what the value must be); every float must also be finite
-    "threads": at_least(0), "digits": at_least(1), "think_prob": SHARE, "error_prob": SHARE,
+    "threads": at_least(0), "digits": at_least(1), "think_prob": SHARE, "error_prob": SHARE, "echo_prob": SHARE,
+    "thinking": one_of(("free", "fusion")), "think_budget": at_least(-1),
     "max_new_tokens": at_least(0), "n_layer": at_least(1), "n_head": at_least(1), "n_embd": at_least(1),
     "block_size": at_least(0), "pretrain_steps": at_least(0), "batch_size": at_least(1), "lr": POSITIVE,
     "warmup_steps": at_least(0), "weight_decay": at_least(0), "grad_clip": at_least(0),
@@ -179,6 +191,8 @@ def validate(cfg):
     families = cfg.families.split(",")
     if any(f not in FAMILIES for f in families) or len(set(families)) != len(families):
         errors.append(f"--families={cfg.families!r} must be distinct names from {','.join(FAMILIES)}")
+    if cfg.echo_prob > 0 and "poly" not in families:
+        errors.append(f"--echo_prob={cfg.echo_prob} applies to the poly family only, and --families={cfg.families!r}")
     if cfg.n_head >= 1 and cfg.n_embd % cfg.n_head:
         errors.append(f"--n_embd={cfg.n_embd} must be a multiple of --n_head={cfg.n_head}")
     if cfg.advantage != "none" and cfg.group_size < 2:
@@ -267,7 +281,7 @@ def pick_device(name):
     return device, f"--device={name}"
 
 
-TASK_FIELDS = ("seed", "families", "digits", "rl_pool")  # they make the problems a run's saved state refers to
+TASK_FIELDS = ("seed", "families", "digits", "rl_pool", "thinking")  # they make the problems a run's state refers to
 
 
 def configure(argv):
@@ -304,7 +318,8 @@ def configure(argv):
 
 def make_task(cfg, model_block_size=None, pretrains=True):
     """The held-out problems (distinct) and RL's pool, with their prompts' token ids; fits max_new_tokens and
-    block_size to the task (config.fit_to_task) from the longest prompt and the teacher's longest response."""
+    block_size to the task (config.fit_to_task) from the longest prompt and the teacher's longest response.
+    With --thinking=fusion the held-out prompts ask for /think and the pool holds each problem in both modes."""
     families = cfg.families.split(",")
     try:
         eval_set = generate_problems(cfg.eval_problems, seed=cfg.seed + 1, split="test", families=families,
@@ -312,6 +327,8 @@ def make_task(cfg, model_block_size=None, pretrains=True):
         pool = generate_problems(cfg.rl_pool, seed=cfg.seed + 2, families=families, digits=cfg.digits)
     except ValueError as e:
         sys.exit(f"error: {e} (--eval_problems, --rl_pool, --digits)")
+    if cfg.thinking == "fusion":
+        eval_set, pool = [with_mode(p, "think") for p in eval_set], [with_mode(p, m) for p in pool for m in MODES]
     eval_ids, pool_ids = [encode(p.prompt) for p in eval_set], [encode(p.prompt) for p in pool]
     rng = random.Random(0)  # the teacher's responses with and without a slip
     longest = max(len(encode(demonstration(p, rng, 1.0, e)[0])) + 1 for p in pool + eval_set for e in (0, 1))

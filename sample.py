@@ -19,6 +19,10 @@ Randomness and log-probs:
     mass it draws from would always say 0.
  3. No top-k or top-p: they sample from a truncated distribution, and the trainer, which scores the full one,
     would then see ratios below 1 on every token of an "on-policy" batch.
+ 4. A thinking budget (Qwen3's "termination string"): with `budget`, a row that has thought for n tokens is
+    handed `</think><answer>` and answers from what it has so far. Those tokens were not sampled, so they are
+    not the policy's actions: mask 0 (the loss skips them) and log-prob 0. The rest of the row is sampled
+    exactly as if the forced prefix had been part of the prompt (tests/test_sample.py checks that).
 
 Speed: a decode step does little arithmetic per byte it reads (each weight meets only B rows, each cached key
 one query), so it is bound by memory reads. The loop asks the device nothing per step on CUDA (`stop_every`),
@@ -41,10 +45,11 @@ from model import GPT, GPTConfig, positions
 class Samples:
     tokens: torch.Tensor     # (B, L) long: left-padded prompt, then the completion, then pad_id
     valid: torch.Tensor      # (B, L) bool: real tokens (prompt and completion up to EOS): the model's key mask
-    mask: torch.Tensor       # (B, L) float: 1 on generated tokens up to and including EOS, else 0: the loss mask
+    mask: torch.Tensor       # (B, L) float: the loss mask, 1 on the tokens the policy drew (up to and including
+                             # EOS); 0 on the prompt, the padding and tokens forced by a budget
     logprobs: torch.Tensor   # (B, L) float: log-prob of each generated token as sampled (0 where mask is 0)
     finished: torch.Tensor   # (B,) bool: ended with EOS (False: truncated at max_new_tokens)
-    lengths: torch.Tensor    # (B,) long: completion lengths, EOS included
+    lengths: torch.Tensor    # (B,) long: completion lengths, EOS and forced tokens included
     prompt_len: int          # Lp: completions start at this column
 
 
@@ -85,11 +90,15 @@ def decode_step(model, tok, pos, key_mask, cache, start):
 
 @torch.no_grad()
 def sample(model, prompts, group_size, max_new_tokens, temperature=1.0, eos_id=None, generator=None, pad_id=0,
-           uniforms=None):
+           uniforms=None, budget=None):
     """prompts: P lists of token ids (lengths may differ). Returns Samples for B = P·group_size rows, the G rows
     of prompt p consecutive (rows p·G ... p·G + G − 1). The uniforms (B, max_new_tokens) the rows draw with come
     from `generator`, unless given. Put the model in eval mode first: dropout would make the returned log-probs
-    disagree with the distribution the tokens were drawn from."""
+    disagree with the distribution the tokens were drawn from.
+    budget = (n, open_id, forced_ids) cuts thinking short: a row that has written open_id and then n more tokens,
+    none of them forced_ids[0], is given forced_ids as its next tokens (e.g. </think><answer>) and goes on
+    sampling from there. Forced tokens use up their steps' uniforms, count in `lengths`, and have mask 0 and
+    log-prob 0: the policy did not choose them."""
     if len(prompts) == 0 or min(len(p) for p in prompts) == 0:
         raise ValueError("sample() needs at least one prompt, and no prompt may be empty")
     if group_size < 1 or max_new_tokens < 1:
@@ -121,11 +130,19 @@ def sample(model, prompts, group_size, max_new_tokens, temperature=1.0, eos_id=N
     keys = valid.clone()  # (B, L) key mask for decoding: completions count as real even after they finish
     keys[:, Lp:] = True
     done = torch.zeros(B, dtype=torch.bool, device=device)  # (B,)
+    chosen = torch.ones(B, Lp + N, dtype=torch.bool, device=device)  # (B, L) False where a token was forced
+    if budget is not None:
+        n_think, open_id, forced = budget[0], budget[1], torch.tensor(budget[2], device=device)  # forced: (F,)
+        since = torch.full((B,), -1, device=device)  # (B,) tokens written since open_id; -1: not opened
+        closed = torch.zeros(B, dtype=torch.bool, device=device)  # (B,) wrote forced[0], or was given it
+        step = torch.full((B,), -1, device=device)  # (B,) which forced token comes next; -1: none
 
     cache, logits = prefill(model, prompt, pvalid, G, Lp + N)
     stop_every = 1 if device.type == "cpu" else 16  # asking whether all rows are done syncs a GPU with the host
     for t in range(N):
         tok, lp = draw(logits, u[:, t], temperature)  # (B,), (B,)
+        if budget is not None:
+            tok, lp, chosen[:, Lp + t] = force_budget(tok, lp, since, closed, step, n_think, open_id, forced)
         tok = tok.masked_fill(done, pad_id)  # finished rows stop changing
         tokens[:, Lp + t] = tok
         logprobs[:, Lp + t] = lp.masked_fill(done, 0.0)
@@ -135,11 +152,26 @@ def sample(model, prompts, group_size, max_new_tokens, temperature=1.0, eos_id=N
         if t == N - 1 or (eos_id is not None and (t + 1) % stop_every == 0 and bool(done.all())):
             break
         logits = decode_step(model, tok, pos + t, keys[:, :Lp + t + 1], cache, Lp + t)  # (B, V)
-    mask = valid.clone()
+    mask = valid & chosen
     mask[:, :Lp] = False
-    lengths = mask.sum(1)  # (B,)
+    lengths = valid[:, Lp:].sum(1)  # (B,)
     L = Lp + int(lengths.max())  # trim the columns no row reached
     return Samples(tokens[:, :L], valid[:, :L], mask[:, :L].float(), logprobs[:, :L], done, lengths, Lp)
+
+
+def force_budget(tok, lp, since, closed, step, n_think, open_id, forced):
+    """One decode step of the thinking budget: rows in the middle of a forced string get its next token (log-prob
+    0) instead of their draw, and rows that used up their n_think tokens start on it at the next step. Updates
+    since, closed and step (B,) in place. Returns the tokens (B,), their log-probs (B,) and which were chosen."""
+    forcing = step >= 0  # (B,)
+    tok = torch.where(forcing, forced[step.clamp(min=0)], tok)
+    lp = lp.masked_fill(forcing, 0.0)
+    step += forcing.long()  # rows in the forced string move on to its next token ...
+    step.masked_fill_(step == len(forced), -1)  # ... and are done with it after the last
+    closed |= tok == forced[0]
+    since.copy_(torch.where(since >= 0, since + 1, torch.where(tok == open_id, 0, since)))
+    step.masked_fill_(~forcing & ~closed & (since == n_think), 0)  # out of budget: force from the next step
+    return tok, lp, ~forcing
 
 
 if __name__ == "__main__":

@@ -20,6 +20,11 @@ How this departs from DeepSeekMath's GRPO:
  4. RL draws its prompts from a fixed pool of rl_pool training problems (Qwen3 used ~4k), optionally with a
     curriculum or DAPO-style dynamic sampling.
 
+Thinking on and off (`--thinking=fusion`, Qwen3): every prompt ends in /think or /no_think, the teacher does as
+the flag says, and RL draws both. A response that breaks its flag earns 0 (`--mode_contract`), so that RL, which
+finds that thinking pays, cannot teach /no_think to think. The run ends with both modes measured, and /think under
+thinking budgets (evaluation.mode_sweep), and draws the latency/accuracy curve to out_dir/modes.svg.
+
 Run: `python train.py` (about 3.5 minutes on a 2-core CPU; the gpu preset on CUDA), `python train.py --help` for
 every knob, `--key=value` to change one, `--init_from=resume` to continue a run in out_dir (Ctrl-C or SIGTERM
 stop it at the end of the current step, with a checkpoint). The plumbing lives beside this file: config.py (the
@@ -41,30 +46,43 @@ import torch.nn.functional as F
 from model import GPT, GPTConfig, positions
 from sample import sample
 from data.tokenizer import encode, EOS, EOS_ID, PAD_ID, VOCAB_SIZE
-from data.tasks import generate_problems, demonstration
-from evaluation import judge, evaluate, show_eval, thinks
+from data.tasks import generate_problems, demonstration, with_mode
+from evaluation import judge, evaluate, show_eval, thinks, think_budget, mode_sweep, show_sweep
 from advantage import group_advantages, length_rewards, group_stats
 from grpo import fused_token_logprobs, grpo_loss, masked_mean
 import ddp
 from checkpoint import (STOP, new_run, save_checkpoint, restore_run, truncate_log, write_record, claim_out_dir,
                         request_stop)
 from config import configure, make_task, check_world
+from plot import mode_figure
 
 RL_LINE = ("rl {rl_step:4d} | reward {reward:.3f} acc {accuracy:.3f} fmt {format_rate:.2f} | zero-signal "
            "{zero_signal:.2f} (pred {zero_signal_pred:.2f}) | len {response_len:.1f} (ok {len_correct:.1f} / bad "
            "{len_wrong:.1f}) | think {think_share:.2f} trunc {truncated:.2f} | loss {loss:+.4f} kl {kl:.4f} clip "
            "{clip_frac:.3f} ent {entropy:.3f} gnorm {grad_norm:.2f} dlp {lp_diff:.1e} | {sample_s:.1f}s + "
            "{train_s:.1f}s")  # one per step
+EXTRA_LINES = {"mode_violations": " | broke flag {mode_violations:.2f} /no_think thinks {think_share_no_think:.2f}",
+               "unexpanded": " | unexpanded {unexpanded:.2f}"}  # --thinking=fusion; poly
 
 
 # -------------------------------------------------------------------------------------------- pretraining
-def pretrain_batch(problems, rng, think_prob, error_prob):
+def pretrain_batch(problems, rng, think_prob, error_prob, fusion=False, echo_prob=0.0):
     """The teacher's demonstrations of `problems` as next-token pairs x, y (B, T). Cross-entropy is taken on the
-    response and its EOS only: y is -1 on the prompt and the padding."""
+    response and its EOS only: y is -1 on the prompt and the padding. With fusion each prompt is flagged /think
+    (with probability think_prob) or /no_think, and the teacher does as the flag says. echo_prob: see
+    data/tasks.demonstration."""
     rows = []
     for p in problems:
+        if fusion:
+            p = with_mode(p, "think" if rng.random() < think_prob else "no_think")
         prompt = encode(p.prompt)
-        rows.append((prompt + encode(demonstration(p, rng, think_prob, error_prob)[0] + EOS), len(prompt)))
+        rows.append((prompt + encode(demonstration(p, rng, think_prob, error_prob, echo_prob)[0] + EOS), len(prompt)))
+    return supervised_pairs(rows)
+
+
+def supervised_pairs(rows):
+    """(token ids, prompt length) rows as right-padded next-token pairs x, y (B, T), y = -1 on the prompt and the
+    padding so that cross-entropy sees the response (and its EOS) only."""
     T = max(len(ids) for ids, _ in rows) - 1
     x = torch.full((len(rows), T), PAD_ID, dtype=torch.long)  # (B, T)
     y = torch.full((len(rows), T), -1, dtype=torch.long)  # (B, T)
@@ -140,10 +158,17 @@ def rollout(model, pool, pool_ids, run, cfg):
     prompt_idx, u = prompt_idx[mine], u[mine.start * G:mine.stop * G]
     model.eval()
     samples = sample(model, [pool_ids[i] for i in prompt_idx], G, cfg.max_new_tokens, temperature=cfg.temperature,
-                     eos_id=EOS_ID, pad_id=PAD_ID, uniforms=u)
-    texts, grades, correct = judge(samples, [pool[i].answer for i in prompt_idx for _ in range(G)])
-    rewards = torch.tensor([g.reward(cfg.format_bonus) if fin else 0.0
-                            for g, fin in zip(grades, samples.finished.tolist())])  # (B,)
+                     eos_id=EOS_ID, pad_id=PAD_ID, uniforms=u,
+                     budget=think_budget(cfg.think_budget) if cfg.think_budget >= 0 else None)
+    answers = [pool[i].answer for i in prompt_idx for _ in range(G)]
+    texts, grades, correct = judge(samples, answers, cfg.check_form)
+    unexpanded = []  # poly: right but not expanded (the echoed question), by the strict grader whatever pays
+    if "poly" in cfg.families.split(","):
+        unexpanded = [g.reason == "not_expanded" for g in (grades if cfg.check_form else judge(samples, answers)[1])]
+    modes = [pool[i].mode for i in prompt_idx for _ in range(G)]  # each row's flag (None: unflagged)
+    broke = [m is not None and thinks(t) != (m == "think") for t, m in zip(texts, modes)]  # did what the flag forbids
+    rewards = torch.tensor([0.0 if not fin or (b and cfg.mode_contract) else g.reward(cfg.format_bonus)
+                            for g, fin, b in zip(grades, samples.finished.tolist(), broke)])  # (B,)
     zero_signal_drawn = group_stats(rewards, G)["zero_var_frac"]
     if cfg.dynamic_sampling:  # each rank keeps half of its own groups
         keep = keep_groups(rewards, G, len(prompt_idx) // 2)
@@ -151,7 +176,8 @@ def rollout(model, pool, pool_ids, run, cfg):
         samples = dataclasses.replace(samples, **{f.name: getattr(samples, f.name)[rows.to(samples.tokens.device)]
                                                   for f in dataclasses.fields(samples) if f.name != "prompt_len"})
         prompt_idx, rewards, correct = [prompt_idx[i] for i in keep], rewards[rows], correct[rows]
-        texts, grades = [texts[r] for r in rows], [grades[r] for r in rows]
+        texts, grades, modes, broke = ([xs[r] for r in rows] for xs in (texts, grades, modes, broke))
+        unexpanded = [unexpanded[r] for r in rows] if unexpanded else []
     pass_rates = correct.view(-1, G).float().mean(1).tolist()  # (P, G) -> each prompt's pass rate
     for part in ddp.gather(list(zip(prompt_idx, pass_rates))):  # every rank updates every prompt's estimate
         for i, c in part:
@@ -161,7 +187,8 @@ def rollout(model, pool, pool_ids, run, cfg):
         shaped = rewards + cfg.length_weight * length_rewards(samples.lengths.cpu(), correct, G)
     advantages = group_advantages(shaped, G, method=cfg.advantage, unbiased_std=cfg.unbiased_std)  # (B,)
     return dict(samples=samples, prompt_idx=prompt_idx, texts=texts, grades=grades, rewards=rewards, correct=correct,
-                advantages=advantages, zero_signal_drawn=zero_signal_drawn)
+                advantages=advantages, zero_signal_drawn=zero_signal_drawn, modes=modes, broke=broke,
+                unexpanded=unexpanded)
 
 
 def policy_logprobs(model, x, pos, key_mask, targets, temperature, return_entropy=False):
@@ -234,19 +261,27 @@ def rl_record(rl_step, batch, diagnostics, sample_s, train_s):
     samples = batch["samples"]
     mine = dict(rewards=batch["rewards"].tolist(), correct=batch["correct"].tolist(), lengths=samples.lengths.tolist(),
                 finished=samples.finished.tolist(), formatted=[g.formatted for g in batch["grades"]],
-                think=[thinks(t) for t in batch["texts"]], drawn=[batch["zero_signal_drawn"]])
+                think=[thinks(t) for t in batch["texts"]], drawn=[batch["zero_signal_drawn"]], modes=batch["modes"],
+                broke=batch["broke"], unexpanded=batch["unexpanded"])
     rows = {k: sum((part[k] for part in ddp.gather(mine)), []) for k in mine}  # all ranks' rows, in rank order
     rewards, correct, lengths = (torch.tensor(rows[k], dtype=dtype) for k, dtype in  # (all ranks' B,) each
                                  (("rewards", torch.float), ("correct", torch.bool), ("lengths", torch.float)))
     stats = group_stats(rewards, samples.tokens.size(0) // len(batch["prompt_idx"]))
     mean = lambda xs: sum(xs) / len(xs)
     mean_or_nan = lambda x: x.mean().item() if len(x) else float("nan")
+    extra = {}  # fusion: how often a flag was broken, and how often /no_think rows thought anyway
+    if rows["modes"][0] is not None:
+        no_think = [t for t, m in zip(rows["think"], rows["modes"]) if m == "no_think"]
+        extra = dict(mode_violations=mean(rows["broke"]), think_share_no_think=mean(no_think) if no_think else
+                     float("nan"))
+    if rows["unexpanded"]:  # poly: how often the policy answered with an unexpanded equal expression
+        extra["unexpanded"] = mean(rows["unexpanded"])
     return dict(stage="rl", rl_step=rl_step, reward=rewards.mean().item(), accuracy=correct.float().mean().item(),
                 format_rate=mean(rows["formatted"]), zero_signal=stats["zero_var_frac"],
                 zero_signal_pred=stats["zero_var_pred"], zero_signal_drawn=mean(rows["drawn"]),
                 response_len=lengths.mean().item(), len_correct=mean_or_nan(lengths[correct]),
                 len_wrong=mean_or_nan(lengths[~correct]), think_share=mean(rows["think"]),
-                truncated=1 - mean(rows["finished"]), **diagnostics, sample_s=sample_s, train_s=train_s)
+                truncated=1 - mean(rows["finished"]), **extra, **diagnostics, sample_s=sample_s, train_s=train_s)
 
 
 # -------------------------------------------------------------------------------------------- main
@@ -279,7 +314,8 @@ def main(argv):
     ckpt_path, metrics_path = claim_out_dir(cfg.out_dir, resume, cfg.overwrite, rank)
     torch.manual_seed(cfg.seed)
     corpus_rng = random.Random(cfg.seed + 4)  # the imitation ceiling: how often the teacher is right, measured
-    corpus_acc = sum(demonstration(p, corpus_rng, cfg.think_prob, cfg.error_prob)[1] for p in pool) / len(pool)
+    corpus_acc = sum(demonstration(p, corpus_rng, cfg.think_prob, cfg.error_prob, cfg.echo_prob)[1]
+                     for p in pool) / len(pool)
     print(f"pretraining corpus: {cfg.families} with {cfg.digits} digits, think_prob {cfg.think_prob}, error_prob "
           f"{cfg.error_prob}: the teacher is right on {corpus_acc:.1%} of problems (the imitation ceiling); "
           f"max_new_tokens {cfg.max_new_tokens}, block_size {cfg.block_size}")
@@ -316,7 +352,8 @@ def main(argv):
         while run["step"] < cfg.pretrain_steps and not ddp.any_rank(STOP):
             problems = generate_problems(cfg.batch_size, seed=run["data_rng"].getrandbits(64),
                                          families=cfg.families.split(","), digits=cfg.digits)
-            x, y = pretrain_batch(problems, run["data_rng"], cfg.think_prob, cfg.error_prob)  # every rank's rows
+            x, y = pretrain_batch(problems, run["data_rng"], cfg.think_prob, cfg.error_prob,
+                                  cfg.thinking == "fusion", cfg.echo_prob)  # every rank's rows
             mine = ddp.my_rows(len(x))
             loss = pretrain_step(model, optimizer, x[mine].to(device), y[mine].to(device), lr_at(run["step"], cfg),
                                  cfg.grad_clip, autocast, n_tokens=(y >= 0).sum().to(device))
@@ -343,6 +380,8 @@ def main(argv):
         if run["pretrain_eval"] is None:
             run["pretrain_eval"] = evaluate(model, eval_set, eval_ids, *eval_args(cfg, cfg.passk_problems))
             show_eval("before RL", run["pretrain_eval"])
+        if cfg.thinking == "fusion" and "modes" not in run["pretrain_eval"]:  # both modes, and the budgets
+            run["pretrain_eval"]["modes"] = mode_sweep(model, eval_set, cfg.max_new_tokens)
         log(dict(stage="rl_eval", rl_step=0, **run["pretrain_eval"]))
         run["stage"] = "rl"
     ref_model = None
@@ -377,7 +416,7 @@ def main(argv):
             rec = rl_record(rl_step, batch, diagnostics, t1 - t0, time.time() - t1)
             log(rec)
             if rl_step % cfg.log_interval == 0:
-                print(RL_LINE.format(**rec))
+                print(RL_LINE.format(**rec) + "".join(f.format(**rec) for k, f in EXTRA_LINES.items() if k in rec))
             if rl_step % cfg.sample_interval == 0:
                 p, g = pool[batch["prompt_idx"][0]], batch["grades"][0]
                 print(f"  sample: {p.prompt.strip()} -> {batch['texts'][0]!r} [{g.reason}, reward "
@@ -405,11 +444,22 @@ def main(argv):
     print(f"  {'pretraining corpus':24s}{corpus_acc:10.3f}{cfg.think_prob:13.2f}{'':>14s}")
     for name, ev in [("after pretraining", before)] + ([("after RL", final)] if cfg.rl_steps else []):
         print(f"  {name:24s}{ev['acc']:10.3f}{ev['think_share']:13.2f}{ev['response_len']:14.1f}")
+    if cfg.thinking == "fusion":  # thinking on and off: both modes and the budgets, before and after RL
+        t0 = time.time()
+        after = mode_sweep(model, eval_set, cfg.max_new_tokens) if cfg.rl_steps else before["modes"]
+        sweep_s = time.time() - t0
+        show_sweep(before["modes"], after)
+        log(dict(stage="modes", before=before["modes"], after=after))
+        if rank == 0:
+            mode_figure(before["modes"], after, os.path.join(cfg.out_dir, "modes.svg"))
     summary = dict(pretrain_acc=before["acc"], rl_acc=final["acc"], corpus_acc=corpus_acc,
                    think_share_before=before["think_share"], think_share_after=final["think_share"],
                    pretrain_s=round(run["pretrain_s"], 1), rl_s=round(time.time() - t_rl, 1) if cfg.rl_steps else 0.0,
                    wall_s=round(wall_before + time.time() - t_start, 1), skipped_updates=run["skipped"],
                    seed=cfg.seed, preset=cfg.preset)
+    if cfg.thinking == "fusion":
+        summary.update(no_think_acc_before=before["modes"][0]["acc"], no_think_acc_after=after[0]["acc"],
+                       no_think_think_share_after=after[0]["think_share"], sweep_s=round(sweep_s, 1))
     log(dict(stage="summary", **summary))
     print(json.dumps(summary))
     ddp.finish()

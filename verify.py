@@ -6,37 +6,62 @@ it is a reward the policy will learn to collect. Model text is therefore untrust
 grammar under hard caps, and nothing in it is ever evaluated.
 
 Contract
-    grade(response, truth) -> Grade(correct, formatted, reason, answer)
+    grade(response, truth, check_form=True) -> Grade(correct, formatted, reason, answer)
     Grade.reward(format_bonus=0.0) = 1.0 * correct + format_bonus * formatted
   response   the decoded text after the prompt, end-of-text token already stripped.
-  truth      one number, read by the same grammar and caps as an answer (below): "132", "-38", "7/2" from our
-             task generator, and also "0.5", "+5", "005", "\\frac{7}{2}" from other data. A truth that is not
-             one number ("", "abc", "1/0", "2+3", None) raises ValueError, whatever the response: it is a bug in
-             the data, not a bad sample.
+  truth      one number, or one polynomial in x in expanded form, read by the same grammar and caps as an answer
+             (below): "132", "-38", "7/2", "2x^2-x-15" from our task generator, and also "0.5", "+5", "005",
+             "\\frac{7}{2}", "x**2 - 1" from other data. A truth that is neither ("", "abc", "1/0", "2+3",
+             "(x+1)(x-1)", "y^2", None) raises ValueError, whatever the response: it is a bug in the data, not a
+             bad sample. A truth that reads as a number is a number; one of degree >= 1 in x is a polynomial.
   format     exactly one <think>...</think> (may be empty, holds no tag), then exactly one <answer>...</answer>,
              with only ASCII whitespace before, between and after. Tags are case-sensitive.
-  answer     ONE number literal: 12, 005, +12, -0.5, .5, 5., 7/2, 14/4, \\frac{7}{2} (or \\dfrac), optionally
-             wrapped, at most once each and in any order, in \\boxed{...}, $...$ and an `x = ` prefix.
+  answer     number truth: ONE number literal: 12, 005, +12, -0.5, .5, 5., 7/2, 14/4, \\frac{7}{2} (or \\dfrac),
+             optionally wrapped, at most once each and in any order, in \\boxed{...}, $...$ and an `x = ` prefix.
              Values compare as exact fractions: 1/2 == 0.5 == 2/4 == .5, 5 == 5.0 == 005 == +5, -0 == 0.
-  formatted  the tags are right AND the answer is one number, right or wrong. A bonus for tags around
-             anything at all would pay the policy for junk; correct implies formatted.
-  reason     ok, wrong_value (formatted); too_long, empty, bad_chars, no_tags, repeated_tags, bad_order,
-             text_outside, multiple_values, unparseable (not formatted).
+             polynomial truth: ONE expression of the grammar below, optionally in \\boxed{...} and/or $...$.
+  formatted  the tags are right AND the answer is one number (for a polynomial truth: one expression), right or
+             wrong. A bonus for tags around anything at all would pay the policy for junk; correct implies formatted.
+  reason     ok, wrong_value, not_expanded (formatted); too_long, too_complex, empty, bad_chars, no_tags,
+             repeated_tags, bad_order, text_outside, multiple_values, unknown_symbol, unparseable (not formatted).
+             not_expanded: equal to the truth, but not in expanded form. too_complex: over a cap on nesting,
+             exponent, degree or coefficient size. unknown_symbol: a name other than x (y, xx, exp, __import__).
 
-Rejected, never evaluated: expressions (37*41, 2+3: they echo the question and are right for free),
+Numbers. Rejected, never evaluated: expressions (37*41, 2+3: they echo the question and are right for free),
 scientific notation (1e5, 10^5: our answers never need it, and refusing exponents is the cheapest exponent
 cap), 1,000 (a comma reads as a hedge), %, units, words, nan/inf/oo, non-ASCII digits (int() would accept
 Arabic-Indic and fullwidth ones), control characters. Caps, checked before any conversion: 4096 characters per
 response, 100 per answer, 40 digits per number (per run of digits: 123/456 and 1.5 are two numbers).
 
-How this differs from R1 / CS336-style graders
-  1. They find the closing tags as substrings and tolerate text before, between or after them. Here any stray
-     text, second answer or missing tag makes the response unformatted: each is a loophole otherwise.
-  2. They normalise the answer string and ask sympy whether it equals the truth. Sympy's parser evaluates its
-     input, and any expression with the right value passes, the question itself included. Here the answer is
-     one literal or nothing.
-  3. Exact rationals, no float tolerance: 0.333 is not 1/3.
-  4. Every step is bounded: a 1 MB response or 9**9**9**9 costs microseconds.
+Polynomials ("Expand (x+3)(x-2)." -> "x^2+x-6"). The answer is read by our own recursive-descent parser:
+    sum     := [+|-] product {(+|-) product}    one sign per term: +-, -- and x*-5 are refused
+    product := power {[*] power}                without *, a power starting with x or ( : 3x, 2(x+1), x(x+1)
+    power   := atom [^ k]                       k a literal integer 0..10; ** is read as ^; x^9^9, x^-1 refused
+    atom    := integer | x | ( sum )
+  Integers only: no division (x/2), no decimals (x^0.5, 0.5x), unparseable. The one name is x: y, X, xx, exp(x)
+  are unknown_symbol. Caps, checked before anything is computed: the number caps, 50 tokens, parentheses 8 deep,
+  and two bounds carried up the parse tree, degree (sum: max, product: sum, power: times k) <= 20 and coefficient
+  size in bits (of the sum of |coefficients|: sum: max + 1, product: sum, power: times k) <= 512, so every
+  product and power that follows is of small polynomials. Parsing builds sympy polynomials (Poly over ZZ, from
+  Integer and Symbol) as it goes; no model text ever reaches sympify, parse_expr or eval.
+  Correct = equal to the truth as polynomials AND in expanded form. The form rule: a sum of monomials c, x^k or
+  c*x^k (c and k integer literals, c first; * optional, 1x, x^1 and ** accepted), no parentheses, each power of
+  x at most once (like terms collected, 0x allowed), terms in any order.
+  Why the form is part of the answer: (x+3)(x-2) equals x^2+x-6, so a grader that accepts any equivalent
+  expression (check_form=False, kept to show this) pays the policy for echoing the question. That is the reward
+  hack in miniature; `python verify.py` shows the echo refused.
+
+How this differs from common graders
+  1. R1 / CS336-style: they find the closing tags as substrings and tolerate text before, between or after
+     them. Here any stray text, second answer or missing tag makes the response unformatted: each is a loophole.
+  2. sympify-based (Math-Verify style, most R1 graders): they normalise the answer string, hand it to sympy's
+     parser and ask whether it equals the truth. That parser evaluates its input (9**9**9 never returns, and
+     parse_expr runs eval), and equivalence alone pays for any expression with the right value, the question
+     itself included. Here a number is one literal, an expression is our bounded grammar, and form counts.
+  3. Exact rationals and exact integer polynomials, no float tolerance: 0.333 is not 1/3.
+  4. Every step is bounded: a 1 MB response, 9**9**9**9 or (x+1)^10^10 costs microseconds, and the costliest
+     polynomial the caps allow a fraction of a millisecond (`python bench/verify.py` prints the worst case over
+     the tests' hostile cases and a fuzzer; the tests require under 10 ms).
 
 Run: `python verify.py` prints example responses, hostile ones included, with grade, reward and time taken.
 """
@@ -45,14 +70,25 @@ import time
 from dataclasses import dataclass
 from fractions import Fraction
 
+import sympy
+
 MAX_RESPONSE_CHARS = 4096  # our responses are a few hundred characters; longer is a runaway, and caps all scans
 MAX_ANSWER_CHARS = 100     # $\boxed{x = \frac{-123456}{7890}}$ is 33; room for spaces, none for programs
 MAX_DIGITS = 40            # per number (run of digits); str -> int is quadratic in length, 40 keeps it cheap
+MAX_TOKENS = 50            # per expression; x^2+x-6 is 7, a long expanded answer about 20
+MAX_DEPTH = 8              # parentheses; each level costs four Python frames, and an expanded answer needs none
+MAX_EXPONENT = 10          # a literal, so no tower (9**9**9) parses; with the next two caps no power is ever big
+MAX_DEGREE = 20            # of any part of an expression, bounded as it is parsed: (x+1)^10(x+1)^10 is the limit
+MAX_BITS = 512             # bound on log2(sum of |coefficients|) of any part: ((9^9)^9)^9 has degree 0 but not this
 
 TAGS = ("<think>", "</think>", "<answer>", "</answer>")
 EOT = "<|endoftext|>"
 WS = " \t\n\r"  # str.strip() alone would also eat unicode spaces and \x1c-\x1f
-FORMATTED = ("ok", "wrong_value")
+FORMATTED = ("ok", "wrong_value", "not_expanded")
+X = sympy.Symbol("x")
+ONE = sympy.Poly(sympy.Integer(1), X, domain=sympy.ZZ)  # every Poly below is made from these two by arithmetic
+POLY_X = sympy.Poly(X, X, domain=sympy.ZZ)              # (5x faster than calling Poly's constructor each time)
+REFUSED = ("unparseable", "unknown_symbol", "too_long", "too_complex")  # what the expression parser raises
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # C0/C1 controls except \t \n \r
 # [0-9], never \d, and re.ASCII throughout: otherwise \d, \s and \b also match look-alike digits and spaces
@@ -62,6 +98,12 @@ _RATIO = re.compile(r"([-+]?)([0-9]+)\s*/\s*([0-9]+)", re.ASCII)        # 7/2, -
 _LATEX_FRAC = re.compile(r"([-+]?)\\d?frac\{\s*(-?)([0-9]+)\s*\}\{\s*([0-9]+)\s*\}", re.ASCII)
 _DIGIT_RUNS = re.compile(r"[0-9]+", re.ASCII)
 _SEPARATOR = re.compile(r"[,;=|]|\bor\b|\band\b|\\pm", re.ASCII)  # what hedges are made of
+# one token of an expression: an integer, a name (only x is allowed, but xx, x2, exp and __import__ must be
+# read whole to be refused), or an operator; ** before * so that x**2 is one power
+_TOKEN = re.compile(r"[ \t\n\r]*(?:([0-9]+)|([A-Za-z_][A-Za-z0-9_]*)|(\*\*|[-+*^()]))", re.ASCII)
+# the form rule over one character per token (n integer, x, ^, *, +, -): a sum of monomials c, x^k, c*x^k
+_MONOMIAL = r"(?:(?:n\*?)?x(?:\^n)?|n)"  # the longer alternative first, so that finditer takes nx^n whole
+_EXPANDED = re.compile(rf"[-+]?{_MONOMIAL}(?:[-+]{_MONOMIAL})*")
 
 
 @dataclass(frozen=True)
@@ -77,11 +119,19 @@ class Grade:
 
 
 def _parse_truth(truth):
-    """The exact value of the truth, read as an answer is: one grammar, so any truth an answer can match."""
+    """The truth, read as an answer is (one grammar, so any truth an answer can match): a Fraction if it is one
+    number, else a Poly if it is an expression of degree >= 1 in x, in expanded form (so that it passes its own
+    form rule)."""
     value, reason = _parse_answer(truth) if isinstance(truth, str) else (None, "not text")
-    if reason:
-        raise ValueError(f"truth must be one number, like an answer ({reason}), got {truth!r}")
-    return value
+    if not reason:
+        return value
+    if isinstance(truth, str):
+        poly, expanded, why = _parse_polynomial(truth)
+        if not why and poly.degree() >= 1 and expanded:
+            return poly
+        reason += f"; as a polynomial: {why or ('not expanded' if poly.degree() >= 1 else 'no x')}"
+    raise ValueError(f"truth must be one number or an expanded polynomial in x, like an answer ({reason}), "
+                     f"got {truth!r}")
 
 
 def _split(response):
@@ -107,8 +157,9 @@ def _split(response):
     return None, response[c + len(TAGS[2]):d]
 
 
-def _unwrap(text):
-    """Peel \\boxed{...}, $...$ and `x = `, each at most once, in any order: one notation, never a nest."""
+def _unwrap(text, x_prefix=True):
+    """Peel \\boxed{...}, $...$ and `x = `, each at most once, in any order: one notation, never a nest.
+    x_prefix=False keeps `x = ` (for a polynomial it is not a notation but a second expression)."""
     used = set()
     for _ in range(3):
         text = text.strip(WS)
@@ -116,7 +167,7 @@ def _unwrap(text):
             text, kind = text[1:-1], "$"
         elif "boxed" not in used and text.startswith("\\boxed{") and text.endswith("}"):
             text, kind = text[len("\\boxed{"):-1], "boxed"
-        elif "x=" not in used and (m := _X_PREFIX.match(text)):
+        elif x_prefix and "x=" not in used and (m := _X_PREFIX.match(text)):
             text, kind = text[m.end():], "x="
         else:
             break
@@ -146,15 +197,22 @@ def _literal(core):
     return None if value is None else -value if sign == "-" else value
 
 
+def _screen(text):
+    """The checks every answer, number or expression, passes first: None, or the reason it is refused."""
+    if not text:
+        return "empty"
+    if len(text) > MAX_ANSWER_CHARS:
+        return "too_long"
+    if not text.isascii():  # look-alike digits, minus signs, zero-width spaces, superscripts
+        return "bad_chars"
+    return None
+
+
 def _parse_answer(text):
     """(value, None) if `text` is one number in an accepted notation, else (None, reason)."""
     text = text.strip(WS)
-    if not text:
-        return None, "empty"
-    if len(text) > MAX_ANSWER_CHARS:
-        return None, "too_long"
-    if not text.isascii():  # look-alike digits, minus signs, zero-width spaces
-        return None, "bad_chars"
+    if reason := _screen(text):
+        return None, reason
     core = _unwrap(text)
     if max(map(len, _DIGIT_RUNS.findall(core)), default=0) > MAX_DIGITS:  # each int() stays small
         return None, "too_long"
@@ -166,18 +224,155 @@ def _parse_answer(text):
     return None, "multiple_values" if hedge else "unparseable"
 
 
-def grade(response: str, truth: str) -> Grade:
+# --- polynomials: a recursive-descent parser of the grammar in the docstring, one function per rule. Each returns
+# ((Poly, degree, bits), index of the next token). degree and bits are bounds read off the text, and _capped
+# checks them before the Poly they bound is computed: that order is what makes the cost bounded. A refusal raises
+# ValueError(reason), which only _parse_polynomial catches.
+
+def _tokens(core):
+    """The tokens of an expression, ** read as ^: "3x**2 - 1" -> ['3', 'x', '^', '2', '-', '1']."""
+    tokens, i = [], 0
+    while i < len(core):
+        m = _TOKEN.match(core, i)
+        if not m:  # a character outside the grammar: / . = { ' and the like
+            raise ValueError("unparseable")
+        number, name, op = m.groups()
+        if number and len(number) > MAX_DIGITS:
+            raise ValueError("too_long")
+        if name and name != "x":
+            raise ValueError("unknown_symbol")
+        tokens.append("^" if op == "**" else number or name or op)
+        if len(tokens) > MAX_TOKENS:
+            raise ValueError("too_long")
+        i = m.end()
+    return tokens
+
+
+def _peek(tokens, i):
+    return tokens[i] if i < len(tokens) else ""
+
+
+def _capped(degree, bits):
+    """The bounds of a part about to be computed, or too_complex."""
+    if degree > MAX_DEGREE or bits > MAX_BITS:
+        raise ValueError("too_complex")
+    return degree, bits
+
+
+def _constant(n):
+    return ONE.mul_ground(sympy.Integer(n))
+
+
+def _sum(tokens, i, depth):
+    """sum := [+|-] product {(+|-) product}. bits: |p + q| <= |p| + |q| < 2^(max + 1)."""
+    sign, total, degree, bits = "+", _constant(0), 0, 0
+    if _peek(tokens, i) in ("+", "-"):
+        sign, i = tokens[i], i + 1
+    while True:
+        (poly, d, b), i = _product(tokens, i, depth)
+        degree, bits = _capped(max(degree, d), max(bits, b) + 1)
+        total = total + poly if sign == "+" else total - poly
+        if _peek(tokens, i) not in ("+", "-"):
+            return (total, degree, bits), i
+        sign, i = tokens[i], i + 1
+
+
+def _product(tokens, i, depth):
+    """product := power {[*] power}; without *, the next power starts with x or ( (3x, x(x+1)), never a digit (x 2).
+    bits: |p q| <= |p| |q|."""
+    (total, degree, bits), i = _power(tokens, i, depth)
+    while (t := _peek(tokens, i)) in ("*", "x", "("):
+        (poly, d, b), i = _power(tokens, i + (t == "*"), depth)
+        degree, bits = _capped(degree + d, bits + b)
+        total = total * poly
+    return (total, degree, bits), i
+
+
+def _power(tokens, i, depth):
+    """power := atom [^ k], k a literal integer <= MAX_EXPONENT: x^9^9, x^-1, x^x, x^(2) are refused.
+    bits: |p^k| <= |p|^k."""
+    (base, degree, bits), i = _atom(tokens, i, depth)
+    if _peek(tokens, i) != "^":
+        return (base, degree, bits), i
+    k = _peek(tokens, i + 1)
+    if not k.isdigit():
+        raise ValueError("unparseable")
+    if int(k) > MAX_EXPONENT:
+        raise ValueError("too_complex")
+    k = int(k)
+    degree, bits = _capped(degree * k, bits * k if k else 1)
+    return (base ** k, degree, bits), i + 2
+
+
+def _atom(tokens, i, depth):
+    """atom := integer | x | ( sum ), parentheses at most MAX_DEPTH deep. bits: |n| < 2^n.bit_length(), |x| = 1."""
+    t = _peek(tokens, i)
+    if t.isdigit():
+        return (_constant(int(t)), 0, int(t).bit_length()), i + 1
+    if t == "x":
+        return (POLY_X, 1, 1), i + 1
+    if t != "(":
+        raise ValueError("unparseable")
+    if depth == MAX_DEPTH:
+        raise ValueError("too_complex")
+    part, i = _sum(tokens, i + 1, depth + 1)
+    if _peek(tokens, i) != ")":
+        raise ValueError("unparseable")
+    return part, i + 1
+
+
+def _is_expanded(tokens):
+    """The form rule: monomials c, x^k, c*x^k joined by + and -, no parentheses, each power of x at most once."""
+    kinds = "".join("n" if t.isdigit() else t for t in tokens)  # one character per token: "nx^n-nx-n"
+    if not _EXPANDED.fullmatch(kinds):
+        return False
+    powers = [int(tokens[m.end() - 1]) if "^" in m[0] else int("x" in m[0]) for m in re.finditer(_MONOMIAL, kinds)]
+    return len(powers) == len(set(powers))
+
+
+def _parse_polynomial(text):
+    """(Poly over ZZ, whether `text` is in expanded form, None) if `text` is one expression of the grammar, else
+    (None, None, reason)."""
+    text = text.strip(WS)
+    if reason := _screen(text):
+        return None, None, reason
+    core = _unwrap(text, x_prefix=False)
+    try:
+        tokens = _tokens(core)
+        (poly, _, _), i = _sum(tokens, 0, 0)
+        if i != len(tokens):  # what the grammar cannot continue with: 5 6, (x+1)2, x), x^2^2
+            raise ValueError("unparseable")
+    except ValueError as e:
+        if e.args[0] not in REFUSED:  # a bug, not a refusal: let it be seen
+            raise
+        # a diagnosis only, as for numbers: "x^2+1 or x^2-1" hedges
+        return None, None, "multiple_values" if _SEPARATOR.search(core) else e.args[0]
+    return poly, _is_expanded(tokens), None
+
+
+def grade(response: str, truth: str, check_form: bool = True) -> Grade:
+    """Grade one response against one truth (see the docstring). check_form=False grades a polynomial answer by
+    value alone, so the question echoed back, (x+3)(x-2), is correct: the hackable grader, kept to show the hack."""
     target = _parse_truth(truth)  # first, so a bad truth raises whatever the response is
     if not isinstance(response, str):
         raise TypeError(f"response must be decoded text, got {type(response).__name__}")
     reason, answer = _split(response)
     if reason:
         return Grade(False, False, reason)
-    value, reason = _parse_answer(answer)
+    if isinstance(target, Fraction):
+        value, reason = _parse_answer(answer)
+        if reason:
+            return Grade(False, False, reason, answer)
+        correct = value == target
+        return Grade(correct, True, "ok" if correct else "wrong_value", answer)
+    poly, expanded, reason = _parse_polynomial(answer)
     if reason:
         return Grade(False, False, reason, answer)
-    correct = value == target
-    return Grade(correct, True, "ok" if correct else "wrong_value", answer)
+    if poly != target:  # equal as polynomials: the same coefficients over ZZ
+        return Grade(False, True, "wrong_value", answer)
+    if check_form and not expanded:
+        return Grade(False, True, "not_expanded", answer)
+    return Grade(True, True, "ok", answer)
 
 
 if __name__ == "__main__":
@@ -192,6 +387,11 @@ if __name__ == "__main__":
         (wrap("37*41"), "1517"), (wrap("1e5"), "100000"), (wrap("\u0665"), "5"), (wrap("\uff15"), "5"),
         (wrap("__import__('os').system('rm -rf /')"), "0"), (wrap("9**9**9**9"), "0"), (wrap("9" * 60), "0"),
         (wrap("5\x00"), "5"), (wrap("(" * 1000 + "5" + ")" * 1000), "5"), (wrap("5") + " " * 1_000_000, "5"),
+        # "Expand (x+3)(x-2).": the expanded answer in any order and spelling, then what a policy might try
+        (wrap("x^2+x-6", "x*x=x^2"), "x^2+x-6"), (wrap("-6 + x + 1x**2"), "x^2+x-6"), (wrap("x^2-x-6"), "x^2+x-6"),
+        (wrap("(x+3)(x-2)"), "x^2+x-6"), (wrap("x^2+3x-2x-6"), "x^2+x-6"), (wrap("x^2+y-6"), "x^2+x-6"),
+        (wrap("x^9^9^9"), "x^2+x-6"), (wrap("(x+1)^10(x+1)^10(x+1)^10"), "x^2+x-6"), (wrap("((9^9)^9)^9"), "x^2+x-6"),
+        (wrap("x^2+x\u2212" + "6"), "x^2+x-6"),
     ]
     print(f"{'reason':<16}{'correct':>8}{'fmt':>6}{'reward(+0.1)':>14}{'us':>8}  response")
     for response, truth in examples:
@@ -201,3 +401,7 @@ if __name__ == "__main__":
         shown = repr(response) if len(response) <= 70 else repr(response[:50]) + f"...({len(response)} chars)"
         print(f"{g.reason:<16}{g.correct!s:>8}{g.formatted!s:>6}{g.reward(0.1):>14.1f}{us:>8.1f}"
               f"  {shown}  truth={truth}")
+    print("\nthe echo hack: the question's own factors, graded by value alone and by value and form")
+    for check_form in (False, True):
+        g = grade(wrap("(x+3)(x-2)"), "x^2+x-6", check_form=check_form)
+        print(f"  check_form={check_form!s:<5}  (x+3)(x-2) -> {g.reason}, reward {g.reward():.0f}")

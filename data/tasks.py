@@ -1,19 +1,23 @@
 """
 data/tasks.py: synthetic arithmetic problems whose answers a program can check, and an imperfect teacher.
 
-The idea: RLVR needs problems with exact answers. Four families, each with a worked solution a small model can
+The idea: RLVR needs problems with exact answers. Five families, each with a worked solution a small model can
 follow one token at a time:
     add   "What is 47+85?"   columns right to left:  7+5+0=12 r=2 / 4+8+1=13 r=32 / r=132
     sub   "What is 47-85?"   47<85 so -(85-47), then columns with borrows:  5-7-0=-2+10=8 r=8 / 8-4-1=3 r=38
     mul   "What is 47*6?"    one partial product per digit of the multiplier, digit by digit, then their sum
     lin   "Solve 3x+5=12."   3x=12-5=7 / x=7/3           (the answer may be a reduced fraction)
+    poly  "Expand (2x+3)(x-5)."   each product of a term by a term, in a fixed order, then the x terms collected:
+                             2x*x=2x^2 / 2x*-5=-10x / 3*x=3x / 3*-5=-15 / -10x+3x=-7x / 2x^2-7x-15
 The formats are chosen for a tiny model with learned positions. Sums and products are written with two digits
 (07, not 7), so each step of an addition sits at the same place in every problem of a size (a design choice; our
 one comparison was inconclusive). A subtraction column computes first and borrows after (5-7-0=-2+10=8), so no
 step has to look ahead. In one comparison (700 pretraining steps, think_prob 0.5, then RL at lr 1e-4, seed 1337)
 held-out accuracy was 0.88 after 60 RL steps with the older borrow-first format (15-7-0=8; commit bfbe904) and
 0.975 after 50 with this one (`OMP_NUM_THREADS=1 python train.py --rl_eval_interval=25`).
-Answers are exact strings: integers ("132", "-38") and reduced fractions ("7/3", "-1/2").
+Answers are exact strings: integers ("132", "-38"), reduced fractions ("7/3", "-1/2") and, for poly, the expanded
+polynomial in one canonical spelling: descending degree, ^ for powers, no 1x or x^1, -x, no spaces ("2x^2-x-15").
+The verifier accepts any expanded spelling of it, but not the factored question echoed back (verify.py says why).
 
 The pretraining corpus imitates an imperfect teacher. Every response is
     <think>{worked solution or nothing}</think><answer>{answer}</answer>
@@ -22,8 +26,12 @@ and two knobs say how the teacher is imperfect: `think_prob`, the share of demon
 mistake (a wrong digit, which propagates to a wrong answer). The corpus' own accuracy is 1 - error_prob: the
 "imitation ceiling" that supervised training cannot beat but RL with a verifier can.
 
+Thinking on and off (Qwen3's thinking-mode fusion, `--thinking=fusion`): a prompt may end in a flag, "What is
+47+85? /think" or "/no_think", and then the teacher does as it says: a worked solution, or an empty think block and
+a direct answer, wrong on error_prob of problems either way (`with_mode`).
+
 Held-out split: a problem belongs to the test split iff a hash of its text says so (1 in 10), so no test problem
-can ever appear in training, whatever the seed.
+can ever appear in training, whatever the seed (the hash reads the question without its flag).
 
 Run: `python data/tasks.py` prints examples of every family as the model sees them, and the corpus accuracy.
 """
@@ -32,21 +40,57 @@ import random
 from dataclasses import dataclass
 from fractions import Fraction
 
-FAMILIES = ("add", "sub", "mul", "lin")
+FAMILIES = ("add", "sub", "mul", "lin", "poly")
+
+
+MODES = ("think", "no_think")  # Qwen3's soft switches: the prompt asks for a worked solution, or for none
 
 
 @dataclass(frozen=True)
 class Problem:
     family: str
-    prompt: str    # the text the model is given
-    answer: str    # exact answer: "132", "-38", "7/3"
-    solution: str  # a correct worked solution (the content of the think block)
+    prompt: str       # the text the model is given, its mode flag included
+    answer: str       # exact answer: "132", "-38", "7/3"
+    solution: str     # a correct worked solution (the content of the think block)
+    mode: str = None  # None (no flag: the teacher thinks on think_prob of problems) or one of MODES
+
+
+def with_mode(problem, mode):
+    """The problem with its prompt flagged for `mode` (one of MODES, or None to drop the flag):
+    "What is 47+85?\n" -> "What is 47+85? /think\n". The flag is plain text, as Qwen3's soft switch is in its
+    chat turn: the vocabulary stays as it is, and at one byte per token /think and /no_think differ from their
+    third token on."""
+    if mode not in MODES + (None,):
+        raise ValueError(f"mode must be one of {MODES} or None, got {mode!r}")
+    q = question(problem)
+    return Problem(problem.family, q if mode is None else f"{q[:-1]} /{mode}\n", problem.answer, problem.solution, mode)
+
+
+def question(problem):
+    """The prompt without its mode flag: what the split and the solvers read."""
+    return problem.prompt if problem.mode is None else problem.prompt.removesuffix(f" /{problem.mode}\n") + "\n"
 
 
 def fmt(q):
-    """Exact answer string of a rational: "7", "-7/2" (Fraction is always reduced)."""
+    """Exact answer string of a rational: "7", "-7/2" (Fraction is always reduced); or of a polynomial given as
+    its coefficients, highest degree first: (2, -1, -15) -> "2x^2-x-15", zero terms left out."""
+    if isinstance(q, tuple):
+        return signed_sum([monomial(k, len(q) - 1 - i) for i, k in enumerate(q) if k]) or "0"
     q = Fraction(q)
     return str(q.numerator) if q.denominator == 1 else f"{q.numerator}/{q.denominator}"
+
+
+def monomial(k, power):
+    """k x^power as our answers spell it: (6, 2) -> "6x^2", (-1, 1) -> "-x", (1, 1) -> "x", (-15, 0) -> "-15"."""
+    if power == 0 or k == 0:
+        return str(k)
+    x = "x" if power == 1 else f"x^{power}"
+    return x if k == 1 else f"-{x}" if k == -1 else f"{k}{x}"
+
+
+def signed_sum(terms):
+    """Spelled terms joined with their signs: ["2x^2", "-x", "3"] -> "2x^2-x+3"."""
+    return "".join(t if i == 0 or t.startswith("-") else "+" + t for i, t in enumerate(terms))
 
 
 def digits_of(n, width):
@@ -135,9 +179,30 @@ def lin_steps(a, b, c, slip=None):
     return "\n".join(lines), value
 
 
+def poly_steps(a, b, c, d, slip=None):
+    """(ax+b)(cx+d): the four products of a term by a term, always in the order first*first, first*last,
+    last*first, last*last, then the two x terms collected, then the answer. Returns its coefficients (x^2, x, 1)."""
+    left, right = (monomial(a, 1), monomial(b, 0)), (monomial(c, 1), monomial(d, 0))
+    pairs = [(0, 0, 2), (0, 1, 1), (1, 0, 1), (1, 1, 0)]  # (term of the left factor, of the right, power of x)
+    products = [a * c, a * d, b * c, b * d]
+    bad = slip.randrange(len(products) + 1) if slip else -1  # one of the four products, or the collection
+    lines = []
+    for j, (i, k, power) in enumerate(pairs):
+        if j == bad:  # off by one, away from zero (no term of the factors is 0, so no product is): x*x=2x^2, not 0
+            products[j] += slip.choice((-1, 1)) if abs(products[j]) > 1 else products[j]
+        lines.append(f"{left[i]}*{right[k]}={monomial(products[j], power)}")
+    middle = products[1] + products[2] + (slip.choice((-1, 1)) if bad == len(products) else 0)
+    lines.append(f"{signed_sum([monomial(products[1], 1), monomial(products[2], 1)])}={monomial(middle, 1)}")
+    value = (products[0], middle, products[3])
+    lines.append(fmt(value))
+    return "\n".join(lines), value
+
+
 def make_problem(family, rng, digits=2):
     """One random problem of a family. `digits` (>= 1) is the difficulty knob: operand digits (mul: of the
-    multiplicand, with a one-digit multiplier below 3 digits; lin: of the constants b and c)."""
+    multiplicand, with a one-digit multiplier below 3 digits; lin: of the constants b and c; poly: the constants
+    b, d of (ax+b)(cx+d) are nonzero with at most `digits` digits, -9..9 at 1, and the leading coefficients a, c
+    are 1 to 3 at any size, so that every product of the solution is one step of the times table at digits=1)."""
     if digits < 1:
         raise ValueError(f"digits must be >= 1, got {digits}")
     n = lambda d: rng.randrange(10 ** (d - 1) if d > 1 else 0, 10 ** d)
@@ -155,12 +220,18 @@ def make_problem(family, rng, digits=2):
         b, c = rng.choice((-1, 1)) * n(digits), n(digits)
         lhs = f"{a}x{'+' if b >= 0 else '-'}{abs(b)}"
         return Problem(family, f"Solve {lhs}={c}.\n", fmt(Fraction(c - b, a)), lin_steps(a, b, c)[0])
+    if family == "poly":
+        a, c = rng.randint(1, 3), rng.randint(1, 3)
+        b, d = (rng.choice((-1, 1)) * rng.randint(1, 10 ** digits - 1) for _ in range(2))
+        factors = "".join(f"({signed_sum([monomial(k, 1), monomial(m, 0)])})" for k, m in ((a, b), (c, d)))
+        text, value = poly_steps(a, b, c, d)
+        return Problem(family, f"Expand {factors}.\n", fmt(value), text)
     raise ValueError(f"unknown task family {family!r}; choose from {FAMILIES}")
 
 
 def split_of(problem, test_share=0.1):
     """'test' or 'train', from a hash of the prompt: stable across seeds, runs and machines."""
-    h = int.from_bytes(hashlib.sha256(problem.prompt.encode()).digest()[:8], "big")
+    h = int.from_bytes(hashlib.sha256(question(problem).encode()).digest()[:8], "big")  # both modes, one split
     return "test" if h % 1000 < test_share * 1000 else "train"
 
 
@@ -189,11 +260,14 @@ def generate_problems(n, seed, split="train", families=FAMILIES, digits=2, disti
 
 def recompute(problem, slip):
     """Re-solve a problem from its prompt with a slip planted (the prompt is our own text, parsed simply)."""
-    q = problem.prompt.split(" ", 2)[-1].rstrip("?.\n")
+    q = question(problem).split(" ", 2)[-1].rstrip("?.\n")
     if problem.family == "lin":
         lhs, c = q.split("=")
         a, b = lhs.split("x")
         return lin_steps(int(a), int(b), int(c), slip)
+    if problem.family == "poly":  # "(2x+3)(x-5)" -> "2x", "+3" and "x", "-5"
+        (a, b), (c, d) = (factor.split("x") for factor in q[1:-1].split(")("))
+        return poly_steps(int(a or 1), int(b), int(c or 1), int(d), slip)
     op = {"add": "+", "sub": "-", "mul": "*"}[problem.family]
     a, b = q.split(op)
     return {"add": add_steps, "sub": sub_steps, "mul": mul_steps}[problem.family](int(a), int(b), slip)
@@ -203,14 +277,21 @@ def response(think, answer):
     return f"<think>{think}</think><answer>{answer}</answer>"
 
 
-def demonstration(problem, rng, think_prob=0.5, error_prob=0.0):
-    """The imperfect teacher's response to a problem (without EOS, which the tokenizing code appends).
+def demonstration(problem, rng, think_prob=0.5, error_prob=0.0, echo_prob=0.0):
+    """The imperfect teacher's response to a problem (without EOS, which the tokenizing code appends). A flagged
+    problem gets what its flag asks for (/no_think: an empty think block); an unflagged one shows its work with
+    probability think_prob. error_prob applies to both. A sloppy teacher (echo_prob, poly only) answers that
+    share of problems with the question itself, "(x+3)(x-2)": equal to the truth but not expanded, so not right.
     Returns (response text, whether its answer is right, whether it shows its work)."""
-    thinks = rng.random() < think_prob
+    if echo_prob and problem.family == "poly" and rng.random() < echo_prob:
+        return response("", question(problem).split(" ", 1)[1].rstrip(".\n")), False, False
+    thinks = rng.random() < think_prob if problem.mode is None else problem.mode == "think"
     if rng.random() >= error_prob:
         return response(problem.solution if thinks else "", problem.answer), True, thinks
     text, value = recompute(problem, rng)
-    if not thinks:  # a direct answer with one wrong digit
+    if not thinks and problem.family == "poly":  # a direct answer with one coefficient off by one (the slip's)
+        text = ""
+    elif not thinks:  # a direct answer with one wrong digit
         truth = Fraction(problem.answer)
         digits = str(abs(truth.numerator))
         k = rng.randrange(len(digits))
@@ -222,7 +303,7 @@ def demonstration(problem, rng, think_prob=0.5, error_prob=0.0):
 if __name__ == "__main__":
     rng = random.Random(0)
     for family in FAMILIES:
-        for p in generate_problems(2, seed=1, families=(family,), digits=3 if family != "mul" else 2):
+        for p in generate_problems(2, seed=1, families=(family,), digits={"mul": 2, "poly": 1}.get(family, 3)):
             print(f"--- {family} ---\n{p.prompt}{response(p.solution, p.answer)}<|endoftext|>")
         p = generate_problems(1, seed=2, families=(family,))[0]
         print(f"--- {family}, with a teacher's mistake ---")

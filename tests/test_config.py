@@ -26,6 +26,8 @@ def refusal(overrides):
 BAD = [  # (overrides, the text the message must contain)
     (dict(digits=0), "--digits=0 must be >= 1"), (dict(digits=-1), "--digits=-1"),
     (dict(think_prob=2.0), "--think_prob=2.0 must be in [0, 1]"), (dict(error_prob=-1.0), "--error_prob=-1.0"),
+    (dict(echo_prob=0.1), "--echo_prob=0.1 applies to the poly family only"), (dict(echo_prob=2.0), "--echo_prob"),
+    (dict(thinking="on"), "--thinking='on' must be one of"), (dict(think_budget=-2), "--think_budget=-2 must be >="),
     (dict(grad_clip=-1.0), "--grad_clip=-1.0 must be >= 0"), (dict(clip_eps=-1.0), "--clip_eps=-1.0"),
     (dict(clip_eps=1.0), "--clip_eps=1.0 must be in (0, 1)"), (dict(rl_lr=-1.0), "--rl_lr=-1.0 must be > 0"),
     (dict(lr=-1.0), "--lr=-1.0"), (dict(lr=float("nan")), "--lr=nan"), (dict(lr=float("inf")), "--lr=inf"),

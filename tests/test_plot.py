@@ -24,3 +24,24 @@ def test_a_run_without_rl_steps_is_refused_clearly(tmp_path):
     src.write_text(json.dumps(dict(stage="pretrain", step=1, loss=1.0)))
     with pytest.raises(SystemExit, match="no RL step records"):
         plot.main(src, tmp_path / "f.svg")
+
+
+def test_a_logged_optional_metric_gets_its_own_panel_and_the_figure_grows(tmp_path):
+    rows = [dict(stage="rl", rl_step=i, reward=0.5, accuracy=0.5, response_len=20, think_share=0.5,
+                 unexpanded=i / 10) for i in range(1, 4)]
+    src, dst = tmp_path / "m.jsonl", tmp_path / "f.svg"
+    src.write_text("\n".join(json.dumps(r) for r in rows))
+    plot.main(src, dst)
+    svg = dst.read_text()
+    assert svg.count("<polyline") == len(plot.PANELS) + 1 and "the echo" in svg
+    assert f'height="{3 * plot.H + 22}"' in svg  # a third row for the fifth panel
+
+
+def test_the_mode_figure_draws_both_curves_with_budget_labels(tmp_path):
+    rows = lambda acc: [dict(mode="no_think", budget=None, acc=0.4, think_share=0.0, think_len=0.0)] + [
+        dict(mode="think", budget=n, acc=acc * (i + 1) / 3, think_share=1.0, think_len=float(n or 30))
+        for i, n in enumerate((0, 8, None))]
+    plot.mode_figure(rows(0.6), rows(0.9), tmp_path / "modes.svg")
+    svg = (tmp_path / "modes.svg").read_text()
+    assert svg.count("<polyline") == 2 and svg.count("<circle") == 6 and svg.count('width="8"') == 2
+    assert ">none<" in svg and ">8<" in svg and "before RL" in svg and "after RL" in svg

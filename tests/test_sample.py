@@ -253,3 +253,55 @@ def test_errors_say_what_is_wrong():
         sample(model, [[1]], 2, 4, temperature=-1.0)
     with pytest.raises(ValueError, match="temperature"):
         sample(model, [[1]], 2, 4, temperature=float("nan"))
+
+
+# ------------------------------------------------------------------ the thinking budget
+
+@pytest.mark.parametrize("n_think", [0, 3])
+def test_a_row_cut_by_the_budget_equals_the_forced_prefix_supplied_by_hand(n_think):
+    """Cutting a row's thinking at n tokens must give exactly what the same prompt gives with the forced prefix
+    (its own tokens so far, then the forced string) typed into the prompt: the same tokens and log-probs, drawn
+    with the uniforms the row had left. Before the cut, the row is the unbudgeted row."""
+    model, G, N, prompt = tiny(11), 8, 16, [1, 2, 3]
+    u = torch.rand(G, N, generator=gen(12))
+    plain = sample(model, [prompt], G, N, eos_id=7, uniforms=u)
+    open_id = int(plain.tokens[0, plain.prompt_len])  # what row 0 writes first plays <think>
+    forced = [30, 31]  # </think><answer>
+    cut = sample(model, [prompt], G, N, eos_id=7, uniforms=u, budget=(n_think, open_id, forced))
+    Lp, n_cut = cut.prompt_len, 0
+    for r in range(G):
+        row, n = cut.tokens[r, Lp:Lp + int(cut.lengths[r])].tolist(), int(cut.lengths[r])
+        free = cut.mask[r, Lp:Lp + n].bool()
+        if free.all():  # never cut: the row is the unbudgeted one
+            n_plain = int(plain.lengths[r])
+            assert row == plain.tokens[r, Lp:Lp + n_plain].tolist()
+            assert open_id not in row[:max(0, n - n_think - 1)] or forced[0] in row
+            continue
+        n_cut += 1
+        k = int((~free).nonzero()[0])  # the first forced column
+        assert row[k:k + 2] == forced and not free[k:k + 2].any() and free[k + 2:].all()
+        assert row.index(open_id) == k - n_think - 1  # cut exactly n tokens after the opening token
+        assert torch.all(cut.logprobs[r, Lp + k:Lp + k + 2] == 0)
+        assert row[:k] == plain.tokens[r, Lp:Lp + k].tolist()
+        torch.testing.assert_close(cut.logprobs[r, Lp:Lp + k], plain.logprobs[r, Lp:Lp + k], atol=1e-5, rtol=0)
+        if k + 2 == N:
+            continue
+        by_hand = sample(model, [prompt + row[:k + 2]], 1, N - k - 2, eos_id=7, uniforms=u[r:r + 1, k + 2:])
+        m = int(by_hand.lengths[0])
+        assert n == k + 2 + m and bool(cut.finished[r]) == bool(by_hand.finished[0])
+        assert row[k + 2:] == by_hand.tokens[0, by_hand.prompt_len:].tolist()
+        torch.testing.assert_close(cut.logprobs[r, Lp + k + 2:Lp + n], by_hand.logprobs[0, by_hand.prompt_len:],
+                                   atol=1e-5, rtol=0)
+    assert n_cut >= 2  # the test saw the budget act
+    assert torch.equal(cut.lengths, cut.valid[:, Lp:].sum(1))  # lengths count the forced tokens too
+
+
+def test_a_budget_row_that_closes_by_itself_is_never_forced():
+    """A row that writes the closing token within its budget is left alone."""
+    model, G, N, prompt = tiny(11), 8, 16, [1, 2, 3]
+    u = torch.rand(G, N, generator=gen(12))
+    plain = sample(model, [prompt], G, N, eos_id=7, uniforms=u)
+    row0 = plain.tokens[0, plain.prompt_len:].tolist()
+    # open with row 0's first token and "close" with its second: row 0 closes at once, inside any budget
+    cut = sample(model, [prompt], G, N, eos_id=7, uniforms=u, budget=(2, row0[0], [row0[1], 30]))
+    assert torch.equal(cut.tokens[0], plain.tokens[0]) and cut.mask[0].sum() == plain.mask[0].sum()

@@ -14,8 +14,8 @@ import torch
 import config
 import evaluation
 import train
-from data.tasks import generate_problems, response
-from data.tokenizer import EOS_ID, PAD_ID, decode, encode
+from data.tasks import MODES, generate_problems, response, with_mode
+from data.tokenizer import EOS_ID, PAD_ID, THINK, decode, encode
 from model import GPT, GPTConfig
 from sample import Samples, sample
 
@@ -133,6 +133,15 @@ def test_thinks_needs_a_non_empty_think_block():
     assert not evaluation.thinks(response("  \n", "2")) and not evaluation.thinks("2")
 
 
+def test_think_tokens_counts_the_thought_and_the_budget_forces_close_then_answer():
+    assert evaluation.think_tokens(response("7+5+0=12", "12")) == 8
+    assert evaluation.think_tokens(response("", "12")) == 0 and evaluation.think_tokens("12") == 0
+    assert evaluation.think_tokens("<think>7+5") == 3  # never closed: all of it
+    n, open_id, forced = evaluation.think_budget(4)
+    assert n == 4 and decode([open_id]) == "<think>" and decode(forced) == "</think><answer>"
+    assert evaluation.think_budget(None) is None
+
+
 def test_pass_at_k_equals_brute_force_over_subsets():
     for n, c, k in [(8, 0, 1), (8, 3, 1), (8, 3, 4), (8, 5, 4), (8, 8, 8), (6, 1, 6), (5, 2, 3)]:
         subsets = list(combinations([True] * c + [False] * (n - c), k))
@@ -161,6 +170,13 @@ def test_judge_strips_eos_and_never_credits_a_truncated_answer():
     assert texts == [right, wrong, right]  # the EOS is not part of what the verifier reads
     assert [g.reason for g in grades] == ["ok", "wrong_value", "ok"]
     assert correct.tolist() == [True, False, False]  # right but cut off at max_new_tokens: not correct
+
+
+def test_judge_passes_check_form_on_so_the_echoed_question_pays_only_when_it_is_off():
+    echo, expanded = response("", "(x+3)(x-2)"), response("", "x^2+x-6")
+    s = samples_of(["Expand (x+3)(x-2).\n"] * 2, [echo, expanded], [True, True])
+    assert evaluation.judge(s, ["x^2+x-6"] * 2)[2].tolist() == [False, True]  # the default: the form counts
+    assert evaluation.judge(s, ["x^2+x-6"] * 2, check_form=False)[2].tolist() == [True, True]
 
 
 def test_evaluate_reports_accuracy_per_family_think_share_length_and_pass_at_k(monkeypatch):
@@ -248,7 +264,7 @@ def rl_setup(monkeypatch):
 
         def reward(self, format_bonus=0.0):
             return float(self.correct) + format_bonus * self.formatted
-    monkeypatch.setattr(evaluation, "grade", lambda text, truth: FakeGrade(text))
+    monkeypatch.setattr(evaluation, "grade", lambda text, truth, check_form=True: FakeGrade(text))
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32))
     with torch.no_grad():  # every position's next token: EOS with p ~ 0.15, else nearly uniform
@@ -287,6 +303,73 @@ def test_rollout_knobs_each_change_what_they_should(rl_setup):
     assert dyn["samples"].tokens.shape[0] == 16 and len(dyn["prompt_idx"]) == 4  # 8 prompts drawn, 4 groups kept
     kept = train.group_stats(dyn["rewards"], G)["zero_var_frac"]
     assert kept <= dyn["zero_signal_drawn"] and kept < 1
+
+
+def test_fusion_a_broken_flag_earns_nothing_unless_the_contract_is_off(rl_setup, monkeypatch):
+    """--thinking=fusion: a /no_think row that thinks, or a /think row that does not, breaks its prompt's flag;
+    with mode_contract its reward is 0, and without it the verifier's. (The stand-in "thinks" on a third of
+    the lengths, so both kinds of breakage occur.)"""
+    model, pool, _ = rl_setup
+    pool = [with_mode(p, m) for p in pool for m in MODES]
+    monkeypatch.setattr(train, "thinks", lambda text: len(text) % 3 == 0)
+    knobs = dict(prompts_per_step=8, group_size=4, max_new_tokens=20)
+    on, off = (train.rollout(model, pool, [encode(p.prompt) for p in pool], train.new_run(0, len(pool)),
+                             config.Config(**knobs, mode_contract=c)) for c in (True, False))
+    assert on["texts"] == off["texts"]
+    broke = torch.tensor([(len(t) % 3 == 0) != (m == "think") for t, m in zip(on["texts"], on["modes"])])
+    assert on["broke"] == broke.tolist() and {"think", "no_think"} == set(on["modes"])
+    assert torch.equal(on["rewards"], off["rewards"] * ~broke)
+    assert (off["rewards"][broke] > 0).any() and (on["rewards"] > 0).any()  # the contract took reward away
+
+
+def test_forced_budget_tokens_are_masked_out_of_the_loss(rl_setup):
+    """RL under a thinking budget: the forced </think><answer> were not sampled, so the loss mask skips them and
+    the sampler-vs-trainer log-prob gap stays ~0 (were they scored, it would be their log-prob under the model,
+    about -5)."""
+    model, pool, pool_ids = rl_setup
+    with torch.no_grad():  # <think> now as likely as EOS, so rows open a thought and run out of budget
+        model.transformer.wte.weight[encode(THINK)[0]] = 0.12
+    cfg = config.Config(prompts_per_step=4, group_size=4, max_new_tokens=20, think_budget=2)
+    batch = train.rollout(model, pool, pool_ids, train.new_run(0, len(pool)), cfg)
+    s = batch["samples"]
+    forced = s.valid & (s.mask == 0)
+    forced[:, :s.prompt_len] = False
+    assert forced.sum() >= 4 and torch.all(s.logprobs[forced] == 0)
+    think, answer = encode(THINK + "</think><answer>")[:1], encode("</think><answer>")
+    assert sorted(set(s.tokens[forced].tolist())) == sorted(answer) and think[0] not in s.tokens[forced].tolist()
+    d = train.grpo_update(model, torch.optim.SGD(model.parameters(), lr=0.0), s, batch["advantages"], cfg,
+                          autocast_off())
+    assert d["lp_diff"] < 1e-4
+
+
+def test_a_tiny_fusion_run_reports_both_modes_and_the_budget_curve(tmp_path):
+    r = run_train(*TINY, f"--out_dir={tmp_path}", "--rl_steps=2", "--thinking=fusion")
+    assert r.returncode == 0, r.stderr
+    records = read_metrics(tmp_path)
+    rl = [m for m in records if m["stage"] == "rl"]
+    assert all(0 <= m["mode_violations"] <= 1 and "think_share_no_think" in m for m in rl)
+    modes = next(m for m in records if m["stage"] == "modes")
+    for rows in (modes["before"], modes["after"]):
+        assert [(x["mode"], x["budget"]) for x in rows] == [("no_think", None)] + [("think", n) for n in
+                                                                                 evaluation.BUDGETS]
+        assert all(0 <= x["acc"] <= 1 and 0 <= x["think_len"] for x in rows)
+        assert all(x["think_len"] <= x["budget"] for x in rows if x["budget"] is not None)  # the cut held
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert {"no_think_acc_before", "no_think_acc_after", "no_think_think_share_after"} <= set(summary)
+    assert "/no_think" in r.stdout and "broke flag" in r.stdout
+    assert (tmp_path / "modes.svg").read_text().count("<polyline") == 2
+    plain = run_train(*TINY, f"--out_dir={tmp_path / 'plain'}", "--rl_steps=1")
+    assert plain.returncode == 0 and "/no_think" not in plain.stdout  # without fusion, nothing of it
+    assert not any("mode_violations" in m or m["stage"] == "modes" for m in read_metrics(tmp_path / "plain"))
+
+
+def test_a_tiny_poly_run_logs_the_unexpanded_share_by_the_strict_grader(tmp_path):
+    r = run_train(*TINY, f"--out_dir={tmp_path}", "--rl_steps=2", "--families=poly", "--digits=1",
+                  "--check_form=false", "--echo_prob=0.5", "--max_new_tokens=0")
+    assert r.returncode == 0, r.stderr
+    records = read_metrics(tmp_path)
+    assert all(0 <= m["unexpanded"] <= 1 for m in records if m["stage"] in ("rl", "rl_eval"))
+    assert "| unexpanded" in r.stdout
 
 
 def test_config_combinations_are_refused_before_any_work(tmp_path):

@@ -1,5 +1,5 @@
 """The verifier is a security boundary: every case says what it must return, none may raise, all are fast, and
-nothing the model writes is ever executed. Run: python -m pytest tests/test_verify.py -q  (about a second)."""
+nothing the model writes is ever executed. Run: python -m pytest tests/test_verify.py -q  (about 3 seconds)."""
 import ast
 import random
 import re
@@ -8,6 +8,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
+import sympy
 
 import verify
 from verify import FORMATTED, Grade, grade
@@ -16,6 +17,9 @@ from verify import FORMATTED, Grade, grade
 def A(answer, think="ok"):
     """A well-formed response around `answer`."""
     return f"<think>{think}</think><answer>{answer}</answer>"
+
+
+T = "x^2+x-6"  # the truth of "Expand (x+3)(x-2)."
 
 
 # (response, truth, expected reason). correct iff reason == "ok"; formatted iff reason in FORMATTED.
@@ -209,6 +213,125 @@ CASES = [
     ("</answer>" * 400 + A("5"), "5", "repeated_tags"),
     (A("5", think="x" * (verify.MAX_RESPONSE_CHARS - len(A("5", think="")))), "5", "ok"),  # exactly at the cap
     (A("5", think="x" * (verify.MAX_RESPONSE_CHARS - len(A("5", think="")) + 1)), "5", "too_long"),
+    (A("x^2+x-6"), "5", "unparseable"),  # a number truth keeps the number grammar: no expressions
+    (A("5x^0"), "5", "unparseable"),
+    # --- polynomials: any expanded spelling of the truth's value is right
+    (A("x^2+x-6"), T, "ok"),
+    (A("x**2+x-6"), T, "ok"),
+    (A(" x^2 + x - 6 "), T, "ok"),
+    (A("x ^ 2 + x\n- 6"), T, "ok"),
+    (A("-6+x+x^2"), T, "ok"),
+    (A("x-6+x^2"), T, "ok"),
+    (A("+x^2+x-6"), T, "ok"),
+    (A("1x^2+1x-6"), T, "ok"),
+    (A("x^2+x^1-6"), T, "ok"),
+    (A("1*x^2+1*x^1-6"), T, "ok"),
+    (A("x^2+x-6x^0"), T, "ok"),
+    (A("x^2+x-006"), T, "ok"),
+    (A("0x^3+x^2+x-6"), T, "ok"),  # a zero term is a collected term
+    (A("\\boxed{x^2+x-6}"), T, "ok"),
+    (A("$x^2+x-6$"), T, "ok"),
+    (A("$\\boxed{x^2+x-6}$"), T, "ok"),
+    (A("x^2-9"), "x^2-9", "ok"),
+    (A("x^2+0x-9"), "x^2-9", "ok"),
+    (A("-x+2x^2-15"), "2x^2-x-15", "ok"),
+    (A("-x^2+81"), "81-x^2", "ok"),
+    (A("x^2+x-6", think="x*x=x^2\nx*-2=-2x\n3*x=3x\n3*-2=-6\n-2x+3x=x\nx^2+x-6"), T, "ok"),
+    # --- wrong values, formatted (the value is checked before the form)
+    (A("x^2+x-5"), T, "wrong_value"),
+    (A("x^2-x-6"), T, "wrong_value"),
+    (A("2x^2+x-6"), T, "wrong_value"),
+    (A("x^2+x"), T, "wrong_value"),
+    (A("x^3+x-6"), T, "wrong_value"),
+    (A("-6"), T, "wrong_value"),  # a constant is an expression too
+    (A("x^2x-6"), T, "wrong_value"),  # x^3-6
+    (A("(x+3)(x+2)"), T, "wrong_value"),
+    (A("9^10"), T, "wrong_value"),  # small enough to compute
+    (A("(x+1)^10(x+1)^10"), T, "wrong_value"),  # degree 20: at the cap, computed
+    (A("(" + "9" * 40 + "x)^3"), T, "wrong_value"),  # 405 bits: under the cap
+    (A("(9999999999x+9999999999)^10(9999999999x-9999999999)^3"), T, "wrong_value"),  # 481 bits, degree 13
+    (A("(x+1)(x+2)(x+3)(x+4)(x+5)(x+6)(x+7)(x+8)(x+9)(x+10)"), T, "wrong_value"),  # 50 tokens: at the cap
+    (A("1" + "+1" * 24), T, "wrong_value"),
+    # --- equal, but not in expanded form: formatted, not correct
+    (A("(x+3)(x-2)"), T, "not_expanded"),  # the question echoed back
+    (A("(x-2)(x+3)"), T, "not_expanded"),
+    (A("(x+3)*(x-2)"), T, "not_expanded"),
+    (A("x(x+1)-6"), T, "not_expanded"),
+    (A("x^2+3x-2x-6"), T, "not_expanded"),  # like terms not collected
+    (A("x^2+x-4-2"), T, "not_expanded"),
+    (A("x*x+x-6"), T, "not_expanded"),
+    (A("x^2+x-2*3"), T, "not_expanded"),
+    (A("x^2+x*1-6"), T, "not_expanded"),  # the coefficient comes first
+    (A("(x^2+x-6)"), T, "not_expanded"),
+    (A("x^2+x+(0-6)"), T, "not_expanded"),
+    (A("(" * 8 + "x^2+x-6" + ")" * 8), T, "not_expanded"),  # at the depth cap
+    # --- not expressions of the grammar
+    (A("x^2+x+-6"), T, "unparseable"),  # one sign per term
+    (A("x^2--x-6"), T, "unparseable"),
+    (A("x^2+x*-6"), T, "unparseable"),
+    (A("x^2+x-6-"), T, "unparseable"),
+    (A("x^2+x-6)"), T, "unparseable"),
+    (A("(x^2+x-6"), T, "unparseable"),
+    (A("x^2+x-6()"), T, "unparseable"),
+    (A("2 3x"), T, "unparseable"),
+    (A("(x+3)2"), T, "unparseable"),
+    (A("2x^2/2+x-6"), T, "unparseable"),  # no division
+    (A("x/2"), T, "unparseable"),
+    (A("x^2+x-6.0"), T, "unparseable"),  # integers only
+    (A("x^0.5"), T, "unparseable"),
+    (A("x^-1"), T, "unparseable"),
+    (A("x^(2)+x-6"), T, "unparseable"),  # the exponent is a literal
+    (A("x^x"), T, "unparseable"),
+    (A("x^{2}+x-6"), T, "unparseable"),
+    (A("+-*^"), T, "unparseable"),
+    (A("()"), T, "unparseable"),
+    (A("x!"), T, "unparseable"),
+    (A("[x]"), T, "unparseable"),
+    (A("x^9^9^9"), T, "unparseable"),  # a tower: no exponent but a literal
+    (A("9**9**9"), T, "unparseable"),
+    (A("9**9**9**9"), T, "unparseable"),
+    (A("(x+1)^10^10"), T, "unparseable"),
+    (A("x2+x-6"), T, "unknown_symbol"),  # one name, read whole
+    (A("xx"), T, "unknown_symbol"),
+    (A("y^2+y-6"), T, "unknown_symbol"),
+    (A("X^2+X-6"), T, "unknown_symbol"),
+    (A("exp(x)"), T, "unknown_symbol"),
+    (A("sqrt(x)^4"), T, "unknown_symbol"),
+    (A("1e5"), T, "unknown_symbol"),
+    (A("oo"), T, "unknown_symbol"),
+    (A("pi"), T, "unknown_symbol"),
+    (A("I"), T, "unknown_symbol"),
+    (A("Symbol('x')"), T, "unknown_symbol"),
+    (A("__import__('os').system('ls')"), T, "unknown_symbol"),
+    (A("lambda: x"), T, "unknown_symbol"),
+    (A("x = x^2+x-6"), T, "multiple_values"),
+    (A("x^2+x-6 or x^2-x-6"), T, "multiple_values"),
+    (A("x^2+x-6, x^2"), T, "multiple_values"),
+    (A("x^2+x-6 \\pm 1"), T, "multiple_values"),
+    (A(""), T, "empty"),
+    (A(" \n "), T, "empty"),
+    (A("x\u00b2+x-6"), T, "bad_chars"),  # superscript two
+    (A("\u0445^2+\u0445-6"), T, "bad_chars"),  # Cyrillic x
+    (A("x^2+x\u22126"), T, "bad_chars"),  # unicode minus
+    (A("x^\uff12+x-6"), T, "bad_chars"),  # fullwidth two
+    (A("x^2+x-6\u200b"), T, "bad_chars"),
+    (A("x^2+x-6\x00"), T, "bad_chars"),
+    # --- caps: refused before anything big is computed
+    (A("x^11"), T, "too_complex"),  # exponent
+    (A("x^99999999999"), T, "too_complex"),
+    (A("(x^10)^10"), T, "too_complex"),  # degree
+    (A("(x+1)^10(x+1)^10(x+1)"), T, "too_complex"),
+    (A("(x+1)^10" * 5), T, "too_complex"),
+    (A("x" + "*x" * 20), T, "too_complex"),
+    (A("((9^10)^10)^10"), T, "too_complex"),  # degree 0, but 4000 bits
+    (A("(" + "9" * 40 + "x)^4"), T, "too_complex"),  # 540 bits
+    (A("(" * 9 + "x" + ")" * 9), T, "too_complex"),  # depth
+    (A("x^" + "9" * 41), T, "too_long"),  # digits
+    (A("9" * 41 + "x"), T, "too_long"),
+    (A("x+" * 25 + "x"), T, "too_long"),  # 51 tokens
+    (A("(x+1)" * 20), T, "too_long"),  # 100 tokens, 100 characters
+    (A("(" * 1000 + "x" + ")" * 1000), T, "too_long"),  # answer characters
+    (A("x" * 1_000_000), T, "too_long"),  # response characters
 ]
 IDS = [f"{i}-{reason}" for i, (_, _, reason) in enumerate(CASES)]
 
@@ -275,6 +398,8 @@ def test_reward_and_format_bonus():
     ("0.5", "1/2", "0.6"), ("5.0", "5", "5.1"), ("+5", "5", "-5"), ("-0.75", "-3/4", "0.75"),
     ("\\frac{7}{2}", "3.5", "7/3"), ("005", "5", "50"), ("7/2", "\\frac{14}{4}", "2/7"),
     ("-\\frac{3}{4}", "-.75", "3/4"), (".5", "2/4", "5"), (" 132\n", "132", "133"), ("9" * 40, "9" * 40, "9" * 39),
+    ("x**2 - 1", "x^2-1", "x^2+1"), ("-1+x^2", "x^2-1", "1-x^2"), ("$x^2+x-6$", "x^2+x-6", "x^2+x+6"),
+    ("x", "1x", "-x"), ("2x^2-x-15", "-15-x+2x^2", "2x^2+x-15"),
 ])
 def test_truth_in_any_answer_notation(truth, right, wrong):
     # other data writes truths as answers are written: one grammar reads both
@@ -285,7 +410,8 @@ def test_truth_in_any_answer_notation(truth, right, wrong):
 
 @pytest.mark.parametrize("truth", ["", " ", "abc", "1/0", "0/0", "\\frac{1}{0}", "2+3", "5 or 6", "7/-2", "-7/-2",
                                    "1e5", "--5", ".", "9" * 41, "\u0665", "\uff15", "\u22125", "5\x00", None, 5,
-                                   Fraction(1, 2)])
+                                   Fraction(1, 2), "(x+3)(x-2)", "x^2+x+x", "y^2", "x-x", "2x^11", "x/2", "x^2 or x",
+                                   "x\u00b2"])
 def test_bad_truth_raises(truth):
     with pytest.raises(ValueError) as e:
         grade(A("5"), truth)
@@ -329,10 +455,10 @@ def test_hostile_payload_does_not_execute(tmp_path, monkeypatch):
 
 
 def test_no_eval_in_verifier():
-    """Read verify.py itself: no eval-like call on anything, and only stdlib imports (no torch, no sympy)."""
+    """Read verify.py itself: no eval-like call on anything, and only stdlib imports and sympy (no torch)."""
     tree = ast.parse(Path(verify.__file__).read_text())
-    banned_names = {"eval", "exec", "compile", "__import__", "getattr"}
-    banned_attrs = {"sympify", "parse_expr", "literal_eval", "parse_latex", "system", "popen"}
+    banned_names = {"eval", "exec", "compile", "__import__", "getattr", "sympify", "parse_expr", "S"}
+    banned_attrs = {"sympify", "parse_expr", "literal_eval", "parse_latex", "system", "popen", "S", "lambdify"}
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
             f = node.func
@@ -340,7 +466,7 @@ def test_no_eval_in_verifier():
             assert not (isinstance(f, ast.Attribute) and f.attr in banned_attrs), ast.dump(f)
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
-            assert set(modules) <= {"re", "time", "dataclasses", "fractions"}, modules
+            assert set(modules) <= {"re", "time", "dataclasses", "fractions", "sympy"}, modules
 
 
 # --- property tests: a seeded fuzzer, no new dependency
@@ -351,8 +477,8 @@ ATOMS = ["<think>", "</think>", "<answer>", "</answer>", "<|endoftext|>", "<", "
          "\x00", "\x1b", "\u0665", "\uff15", "\u2212", "\u00a0", "\u200b", "\U0001d7d3", "\ufffd", "é", "'", '"']
 
 
-def random_text(rng, max_atoms=30):
-    return "".join(rng.choice(ATOMS) for _ in range(rng.randrange(max_atoms)))
+def random_text(rng, max_atoms=30, atoms=ATOMS):
+    return "".join(rng.choice(atoms) for _ in range(rng.randrange(max_atoms)))
 
 
 def test_fuzz_random_strings_never_raise():
@@ -439,15 +565,23 @@ def test_fuzz_every_notation_is_correct_and_perturbations_are_not():
 
 
 def test_task_answers_graded_correct():
-    from data.tasks import generate_problems
+    from data.tasks import FAMILIES, fmt, generate_problems, recompute
     problems = []
     for split in ("train", "test"):
         for digits in (1, 2, 3):
             problems += generate_problems(300, seed=digits, split=split, digits=digits)
-    assert {p.family for p in problems} == {"add", "sub", "mul", "lin"}
+    assert {p.family for p in problems} == set(FAMILIES)
     for p in problems:
         g = grade(f"<think>{p.solution}</think><answer>{p.answer}</answer>", p.answer)
         assert g.correct, (p, g)
+        if p.family == "poly":  # the teacher's slips (one coefficient off by one), and the question echoed back
+            for k in range(3):
+                wrong = fmt(recompute(p, random.Random(k))[1])
+                assert grade(A(wrong), p.answer).reason == "wrong_value", (p, wrong)
+            echo = p.prompt.removeprefix("Expand ").removesuffix(".\n")  # "(2x+3)(x-5)"
+            assert grade(A(echo), p.answer).reason == "not_expanded", p
+            assert grade(A(echo), p.answer, check_form=False).reason == "ok", p
+            continue
         q = Fraction(p.answer)  # our own string, so Fraction may read it
         num, den = q.numerator, q.denominator
         for wrong in (f"{num + 1}/{den}", f"{num - 1}/{den}", str(q + 1), f"{num}/{den + 1}", f"{-num}/{den}"):
@@ -455,3 +589,138 @@ def test_task_answers_graded_correct():
                 continue
             g = grade(f"<think>{p.solution}</think><answer>{wrong}</answer>", p.answer)
             assert not g.correct and g.reason == "wrong_value", (p, wrong, g)
+
+
+# --- polynomials: the form rule, the grammar against a plain reference, sympy's parser never reached
+
+@pytest.mark.parametrize("answer", ["(x+3)(x-2)", "(x-2)(x+3)", "(x+3)*(x-2)", "((x+3)(x-2))", "x(x+1)-6",
+                                    "x^2+3x-2x-6", "x*x+x-6", "(x^2+x-6)", "x^2+x-2*3", "-(6-x-x^2)", "x^2+x-2^2-2",
+                                    "(x+3)^1(x-2)^1", "x(x+3)-2(x+3)"])
+def test_equal_but_unexpanded_is_right_only_for_the_hackable_grader(answer):
+    assert grade(A(answer), T).reason == "not_expanded"
+    assert grade(A(answer), T, check_form=False).reason == "ok"
+    assert grade(A(answer), "x^2+x-7", check_form=False).reason == "wrong_value"  # the value still counts
+
+
+def test_check_form_changes_nothing_else():
+    for response, truth, reason in CASES:
+        g = grade(response, truth, check_form=False)
+        assert g.reason == ("ok" if reason == "not_expanded" else reason), (response[:80], g)
+    assert grade(A("37*41"), "1517", check_form=False).reason == "unparseable"  # numbers stay literals
+
+
+EXPRESSION_ATOMS = ["x", "x", "x", "1", "2", "3", "6", "9", "10", "0", "+", "-", "+", "-", "*", "**", "^", "^", "(",
+                    ")", " ", "y", "xx", "/", ".", "=", ",", " or ", "e", "X", "_", "'", "{", "}", "\\boxed{", "$",
+                    "\u2212", "\u00b2", "\u0445", "\uff12", "\x00", "99999999999", "^10", "(x+1)^10"]
+EXPRESSION_TRUTHS = ["x^2+x-6", "2x^2-x-15", "x", "-x^2+81", "x^3-3x^2+3x-1"]
+
+
+def mutated(truth, rng):
+    """The truth, perhaps wrapped in a form that keeps its value, with up to two random atoms put in."""
+    text = rng.choice(["{}", "{}", "({})", "1({})", "({})^1", "{}+0x", "{}+x-x", "-(-{})"]).format(truth)
+    for _ in range(rng.randrange(3)):
+        i = rng.randrange(len(text) + 1)
+        text = text[:i] + rng.choice(EXPRESSION_ATOMS) + text[i:]
+    return text
+
+
+def test_fuzz_expressions_never_raise():
+    rng = random.Random(2)
+    seen = set()
+    for i in range(2500):
+        truth = rng.choice(EXPRESSION_TRUTHS)
+        response = A(random_text(rng, 16, EXPRESSION_ATOMS) if i % 2 else mutated(truth, rng))
+        g, loose = grade(response, truth), grade(response, truth, check_form=False)
+        assert g.formatted == (g.reason in FORMATTED) and g.correct == (g.reason == "ok"), (response, g)
+        assert loose.reason == ("ok" if g.reason == "not_expanded" else g.reason), (response, g, loose)
+        seen.add(g.reason)
+    assert {"ok", "wrong_value", "not_expanded", "unparseable", "unknown_symbol", "too_complex", "bad_chars"} <= seen
+
+
+def random_sum(rng, depth=0):
+    """A random expression of the grammar, built from trusted integers: (text, value at an int x, sympy object).
+    The text is rendered with random spacing, signs, * or no *, ^ or **; value and object follow the grammar's
+    precedence (^ over products over sums, one sign per term) by construction."""
+    sp = lambda: rng.choice(["", "", " "])
+    texts, values, objects = [], [], []
+    for j in range(rng.randint(1, 3)):
+        text, value, obj = random_product(rng, depth)
+        sign = rng.choice(["", "+", "-"]) if j == 0 else rng.choice(["+", "-"])
+        texts.append(f"{sp()}{sign}{sp()}{text}")
+        values.append((lambda v: lambda x: -v(x))(value) if sign == "-" else value)
+        objects.append(sympy.Mul(sympy.Integer(-1), obj) if sign == "-" else obj)
+    return "".join(texts), lambda x: sum(v(x) for v in values), sympy.Add(*objects)
+
+
+def random_product(rng, depth):
+    text, value, obj = random_power(rng, depth)
+    for _ in range(rng.randrange(3)):
+        t, v, o = random_power(rng, depth)
+        implicit = t[0] in "x(" and rng.random() < 0.5  # 3x, x(x+1): the grammar's implicit products
+        join = (" " if text[-1].isalpha() and t[0].isalpha() else "") if implicit else rng.choice(["*", " * "])
+        text, value, obj = text + join + t, (lambda a, b: lambda x: a(x) * b(x))(value, v), sympy.Mul(obj, o)
+    return text, value, obj
+
+
+def random_power(rng, depth):
+    r = rng.random()
+    if r < 0.35 or depth >= 2:
+        n = rng.randint(0, 20)
+        text, value, obj = rng.choice([str(n), f"0{n}"]), (lambda n: lambda x: n)(n), sympy.Integer(n)
+    elif r < 0.75:
+        text, value, obj = "x", lambda x: x, sympy.Symbol("x")
+    else:
+        t, value, obj = random_sum(rng, depth + 1)
+        text = f"({t})"
+    if rng.random() < 0.3:
+        k = rng.randint(0, 3)
+        text, value, obj = text + rng.choice(["^", "**", " ^ "]) + str(k), \
+            (lambda v, k: lambda x: v(x) ** k)(value, k), sympy.Pow(obj, sympy.Integer(k))
+    return text, value, obj
+
+
+def test_the_grammar_agrees_with_a_plain_reference():
+    # what the parser builds from text must be what sympy builds from the same tree directly, and its values
+    # at integer points must be what plain int arithmetic on the tree gives
+    rng = random.Random(3)
+    x = sympy.Symbol("x")
+    checked = 0
+    for _ in range(400):
+        text, value, obj = random_sum(rng)
+        poly, expanded, reason = verify._parse_polynomial(text)
+        if reason in ("too_complex", "too_long"):  # a random tree over a cap
+            continue
+        assert reason is None, (text, reason)
+        assert poly == sympy.Poly(obj, x, domain=sympy.ZZ), text
+        assert all(poly.eval(k) == value(k) for k in range(-3, 4)), text
+        checked += 1
+    assert checked > 300
+
+
+def test_sympy_never_reads_text(monkeypatch):
+    """Every binding of sympify and parse_expr that sympy or verify holds refuses text while we grade: no answer
+    or truth ever reaches sympy's parser, however it is called."""
+    import sys
+    from sympy.core.sympify import sympify
+    from sympy.parsing.sympy_parser import parse_expr
+
+    def no_text(a, *args, **kwargs):
+        assert not isinstance(a, str), f"sympify called on text: {a!r}"
+        return sympify(a, *args, **kwargs)
+
+    def never(*args, **kwargs):
+        raise AssertionError("parse_expr called")
+
+    for name, module in list(sys.modules.items()):
+        if name == "verify" or name.startswith("sympy"):
+            if vars(module).get("sympify") is sympify:
+                monkeypatch.setattr(module, "sympify", no_text)
+            if vars(module).get("parse_expr") is parse_expr:
+                monkeypatch.setattr(module, "parse_expr", never)
+    monkeypatch.setattr(type(sympy.S), "__call__", staticmethod(no_text))  # S("...") is sympify too
+    rng = random.Random(4)
+    responses = [r for r, truth, _ in CASES if truth in (T, "x^2-9", "2x^2-x-15")]
+    responses += [A(random_text(rng, 16, EXPRESSION_ATOMS)) for _ in range(300)]
+    for response in responses:
+        for check_form in (True, False):
+            grade(response, rng.choice(EXPRESSION_TRUTHS), check_form=check_form)
