@@ -164,8 +164,8 @@ def force_budget(tok, lp, since, closed, step, n_think, open_id, forced):
     0) instead of their draw, and rows that used up their n_think tokens start on it at the next step. Updates
     since, closed and step (B,) in place. Returns the tokens (B,), their log-probs (B,) and which were chosen."""
     forcing = step >= 0  # (B,)
-    tok = torch.where(forcing, forced[step.clamp(min=0)], tok)
-    lp = lp.masked_fill(forcing, 0.0)
+    tok = torch.where(forcing, forced[step.clamp(min=0)], tok)  # (B,)
+    lp = lp.masked_fill(forcing, 0.0)  # (B,) the policy chose none of the forced tokens
     step += forcing.long()  # rows in the forced string move on to its next token ...
     step.masked_fill_(step == len(forced), -1)  # ... and are done with it after the last
     closed |= tok == forced[0]
