@@ -23,9 +23,14 @@ Choices, and how this differs from the papers:
     with the worked numbers above to 1e-3.)
  2. A group whose rewards are all equal gets advantages of exactly 0 for every centred method (we set them, so
     that float rounding of the mean, e.g. of [0.9, 0.9, 0.9], cannot leak a tiny signal).
- 3. The Kimi k1.5 length reward is a separate term the caller adds, rewards + weight * length_rewards(...), so
-    that the weight can be 0 early and switched on later; max_len == min_len gives 0 instead of 0/0.
- 4. group_stats counts a reward > 0.5 as a pass, so it also works for rewards with a small format bonus.
+ 3. Shaping (a format bonus, Kimi k1.5's length reward) is not added to the reward before the group statistics:
+    `shaped_advantages` centres it on its own and adds it to the verifier's advantages, undivided by sigma.
+    Inside the reward, a group whose answers are all right would have only the shaping's spread left, and the
+    sigma division would blow any weight up to full scale (a 1% length weight pushing as hard as correctness).
+    Kimi itself uses r - mean, with no sigma; GDPO normalises each reward on its own. The length reward's weight
+    can be 0 early and switched on later; max_len == min_len gives 0 instead of 0/0.
+ 4. group_stats reads passes from correctness and "no signal" from the advantages themselves, never from the
+    reward's size: a format bonus can lift a wrong answer's reward, and shaping can give an all-right group a push.
 
 Run: `python advantage.py` prints the worked numbers. Shapes: P prompts, G group size, B = P*G rows.
 """
@@ -68,6 +73,19 @@ def group_advantages(rewards, group_size, method="grpo", eps=1e-4, unbiased_std=
     return adv.masked_fill(all_equal, 0.0).flatten()  # (B,)
 
 
+def shaped_advantages(rewards, shaping, group_size, method="grpo", eps=1e-4, unbiased_std=False):
+    """The verifier's rewards (B,) turned into group advantages, plus a shaping term (B,) (a format bonus, Kimi's
+    length reward, already multiplied by its weight) centred on its own and never divided by sigma:
+        A_i = group_advantages(r)_i + (s_i - mean_group(s))    (rloo: the leave-one-out mean; none: + s_i).
+    Why not group_advantages(r + s): in a group whose answers are all right (or all wrong) the only spread left
+    is the shaping's, and GRPO's sigma would blow a 1% weight up to full scale (lengths 10/20/30/40 at w = 0.01:
+    +-0.47). Here a weight w moves the advantages by O(w), and the correctness signal dominates a mixed group.
+    (GDPO normalises each reward separately, for the same reason.)"""
+    baseline = "drgrpo" if method == "grpo" else method  # the same baseline, without the division by sigma
+    return group_advantages(rewards, group_size, method, eps, unbiased_std) + group_advantages(shaping, group_size,
+                                                                                               baseline)
+
+
 def length_rewards(lengths, correct, group_size):
     """Kimi k1.5's group length reward, to be added as rewards + weight * length_rewards(...).
 
@@ -84,22 +102,21 @@ def length_rewards(lengths, correct, group_size):
     return torch.where(ok, lam, lam.clamp(max=0.0)).flatten()  # (B,)
 
 
-def group_stats(rewards, group_size):
-    """Logging numbers for one batch of rewards (B,): plain Python floats.
+def group_stats(correct, advantages, group_size):
+    """Logging numbers for one batch: plain Python floats. correct (B,) bool, advantages (B,).
 
-    zero_var_frac: share of groups whose rewards are all equal (they give no gradient under any centred method);
-    zero_var_pred: p^G + (1 - p)^G, what that share would be if every prompt had the batch's pass rate p (it is
-    a lower bound in expectation when prompts differ in difficulty, since p^G + (1-p)^G is convex in p);
-    all_pass_frac / all_fail_frac: the two kinds of zero-signal groups; pass_rate: share of rewards > 0.5."""
-    r = _groups(rewards.float(), group_size)  # (P, G)
-    passed = r > 0.5  # (P, G)
+    zero_signal: share of groups whose advantages are all 0, so they add nothing to the gradient (under the
+    centred methods, the groups whose rewards are all equal); zero_signal_pred: p^G + (1 - p)^G, the share of
+    all-right or all-wrong groups if every prompt had the batch's pass rate p (a lower bound in expectation when
+    prompts differ in difficulty, since p^G + (1-p)^G is convex in p); all_pass_frac / all_fail_frac: the two
+    kinds; pass_rate: the share of correct responses (never read off the reward, which a bonus can inflate)."""
+    passed = _groups(correct.bool(), group_size)  # (P, G)
     p = passed.float().mean().item()
     G = group_size
     return {
-        "reward_mean": r.mean().item(),
         "pass_rate": p,
-        "zero_var_frac": (r == r[:, :1]).all(dim=1).float().mean().item(),
-        "zero_var_pred": p ** G + (1 - p) ** G,
+        "zero_signal": (_groups(advantages, group_size) == 0).all(dim=1).float().mean().item(),
+        "zero_signal_pred": p ** G + (1 - p) ** G,
         "all_pass_frac": passed.all(dim=1).float().mean().item(),
         "all_fail_frac": (~passed).all(dim=1).float().mean().item(),
     }
@@ -124,4 +141,10 @@ if __name__ == "__main__":
           length_rewards(lengths, correct, 4))
     g = torch.Generator().manual_seed(0)
     rewards = (torch.rand(64 * 8, generator=g) < 0.2).float()  # 64 prompts, G = 8, pass rate ~0.2
-    print("group_stats, p ~ 0.2, G = 8:", {k: round(v, 3) for k, v in group_stats(rewards, 8).items()})
+    print("group_stats, p ~ 0.2, G = 8:", {k: round(v, 3) for k, v in group_stats(rewards.bool(), group_advantages(
+        rewards, 8), 8).items()})
+    right, lam = torch.ones(4), length_rewards(lengths, torch.ones(4, dtype=torch.bool), 4)
+    print("all right, lengths", lengths.tolist(), "with the length reward at weight w:")
+    for w in (0.1, 0.01):
+        print(f"  w = {w}: shaped on its own {shaped_advantages(right, w * lam, 4)}   inside the reward, divided by "
+              f"sigma {group_advantages(right + w * lam, 4)}")

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from data.tasks import FAMILIES, MODES, generate_problems, demonstration, with_mode
+from data.tasks import FAMILIES, MODES, generate_problems, demonstration, response, with_mode
 from data.tokenizer import encode
+from verify import MAX_DIGITS, grade
 from advantage import METHODS
 from grpo import KL_KINDS, LOSS_AGGS
 from checkpoint import load_checkpoint
@@ -329,8 +330,21 @@ def make_task(cfg, model_block_size=None, pretrains=True):
         sys.exit(f"error: {e} (--eval_problems, --rl_pool, --digits)")
     if cfg.thinking == "fusion":
         eval_set, pool = [with_mode(p, "think") for p in eval_set], [with_mode(p, m) for p in pool for m in MODES]
+    for p in pool + eval_set:  # a task whose right answers earn nothing would train on nothing, silently
+        try:
+            refused = not grade(response("", p.answer), p.answer).correct
+        except ValueError:  # the verifier cannot even read it as a truth
+            refused = True
+        if refused:
+            sys.exit(f"error: the verifier cannot grade this task (--families={cfg.families} --digits={cfg.digits}): "
+                     f"it refuses the right answer {p.answer[:24]!r}{'...' if len(p.answer) > 24 else ''} (it reads "
+                     f"at most {MAX_DIGITS} digits per number), so no response could ever earn a reward")
     eval_ids, pool_ids = [encode(p.prompt) for p in eval_set], [encode(p.prompt) for p in pool]
     rng = random.Random(0)  # the teacher's responses with and without a slip
     longest = max(len(encode(demonstration(p, rng, 1.0, e)[0])) + 1 for p in pool + eval_set for e in (0, 1))
+    shortest = min(len(encode(response("", p.answer))) + 1 for p in pool + eval_set)  # a direct answer, EOS
+    if 0 < cfg.max_new_tokens < shortest:
+        sys.exit(f"error: --max_new_tokens={cfg.max_new_tokens} is shorter than the teacher's shortest response "
+                 f"({shortest} tokens with EOS): every response would be cut off and earn 0")
     fit_to_task(cfg, max(map(len, eval_ids + pool_ids)), longest, model_block_size, pretrains)
     return eval_set, eval_ids, pool, pool_ids

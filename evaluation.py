@@ -24,18 +24,21 @@ import torch
 from sample import sample
 from data.tokenizer import encode, decode, EOS_ID, PAD_ID, THINK, END_THINK, ANSWER
 from data.tasks import with_mode
-from verify import grade
+from verify import WS, grade
 
 BUDGETS = (0, 2, 4, 8, 16, 32, None)  # think tokens allowed in the budget sweep; None: unlimited
 
 
 def thinks(text):
-    """Does a response show its work (a non-empty think block)?"""
+    """Does a response show its work (a non-empty think block)? Leading whitespace is allowed, as the verifier
+    allows it."""
+    text = text.lstrip(WS)
     return text.startswith(THINK) and text.split(END_THINK)[0][len(THINK):].strip() != ""
 
 
 def think_tokens(text):
     """How many tokens a response spent thinking: the think block's content (all of it, if never closed)."""
+    text = text.lstrip(WS)
     return len(encode(text.split(END_THINK)[0][len(THINK):])) if text.startswith(THINK) else 0
 
 

@@ -8,11 +8,21 @@ penalty towards the frozen start. In reading order:
 1. Per-token log-probs. With logits z = h W^T / tau over V tokens (h the model's final hidden state, W the
    unembedding) and the token y that was sampled,
        log pi(y) = z_y - log sum_v e^{z_v}        (`token_logprobs`: log_softmax, then gather)
-2. KL estimators (Schulman, "Approximating KL divergence"), samples from pi, u = ref_logprobs - logprobs:
-   k1 = -u (unbiased, can be < 0), k2 = u^2 / 2 (biased, low variance), k3 = e^u - u - 1 (unbiased, >= 0), so
-   E_pi[k3] = sum pi (pi_ref/pi) - 1 + KL(pi || pi_ref) = KL(pi || pi_ref).
+2. KL estimators (Schulman 2020, "Approximating KL divergence"), on tokens y drawn from pi, with
+   u = log pi_ref(y) - log pi(y):  k1 = -u,  k2 = u^2 / 2,  k3 = e^u - u - 1.
+   Their *values*: k1 and k3 are unbiased estimates of KL(pi || pi_ref) (k3 is also >= 0 and has less variance:
+   E_pi[k3] = sum pi (pi_ref/pi) - 1 + KL(pi || pi_ref)); k2 is biased, close to KL when pi ~ pi_ref.
+   Their *gradients*, when k is added to the loss on pi's tokens as GRPO does, are another matter (Tang & Munos
+   2025, "On a few pitfalls in KL divergence gradient estimation for RL"). With grad u = -grad log pi:
+       E_pi[grad k1] = E_pi[grad log pi]                         = 0                   no pull at all
+       E_pi[grad k2] = sum pi (log pi - log pi_ref) grad log pi   = grad KL(pi || pi_ref)
+       E_pi[grad k3] = sum (pi - pi_ref) grad log pi             = grad KL(pi_ref || pi), the reverse direction
+   So DeepSeekMath's k3 in the loss regularises towards pi_ref, but by the reverse KL's gradient, not by the
+   KL(pi || pi_ref) its formula names; k2 is the one whose gradient is the forward KL's. (k1 as a penalty inside
+   the reward, detached, is the REINFORCE way to follow grad KL(pi || pi_ref); this project does not do that.)
+   `python grpo.py` prints the exact expected gradients of a 6-token example; tests/test_grpo.py proves them.
 3. The loss (`grpo_loss`). Per token, with rho = exp(logprobs - old_logprobs) and A the completion's advantage,
-       l_t = -min(rho A, clip(rho, 1 - eps_low, 1 + eps_high) A) + kl_coef * k_t  (k3 by default),
+       l_t = -min(rho A, clip(rho, 1 - eps_low, 1 + eps_high) A) + kl_coef * sg(rho) k_t  (k3 by default),
        loss = sum_{i,t} w_it mask_it l_it,    w_it = 1/(R |o_i|)  seq-mean-token-mean (GRPO), R = rows
                                               w_it = 1/N_tok       token-mean (DAPO), N_tok = unmasked tokens
                                               w_it = 1/(max_len R) seq-sum-constant (Dr. GRPO).
@@ -35,8 +45,12 @@ penalty towards the frozen start. In reading order:
    the chunks start to matter only for bigger batches or a bigger vocabulary (GPT-2's 50k: 238 rows a chunk).
 
 Choices, and how this differs from the papers:
- 1. The KL term is added per token before aggregation (as in DeepSeekMath), with k3 by default; kl_kind
-    swaps in k1 or k2 for study.
+ 1. The KL term is added per token before aggregation (as in DeepSeekMath), with k3 by default; kl_kind swaps
+    in k1 or k2 (item 2 says which gradient each follows). Each token's term is weighted by the detached ratio
+    sg(rho) = pi / pi_old: on-policy that is 1, and when the tokens come from pi_old (updates_per_batch > 1, stale
+    samples) it keeps each kind's expected gradient the one in the table, since E_old[sg(pi/pi_old) g] = E_pi[g].
+    DeepSeekMath omits it. The logged stats["kl"] is k3's value whatever kind the loss uses (weighted the same
+    way): an unbiased, non-negative estimate of KL(pi || pi_ref).
  2. Three aggregations; the default is the original GRPO's seq-mean-token-mean, whose length bias Dr. GRPO
     describes: a short wrong answer is punished more per token than a long one.
  3. Micro-batches: pass the full batch's `num_rows` and `num_tokens` to every micro-batch's call, and the sum of
@@ -107,14 +121,15 @@ def grpo_loss(logprobs, old_logprobs, advantages, mask, ref_logprobs=None, clip_
     bool or {0, 1}: true on response tokens (EOS included), false on prompt and padding.
     clip_eps: eps_low (and eps_high unless clip_eps_high is given: DAPO's clip-higher uses 0.28).
     loss_agg: see the module docstring; seq-sum-constant needs max_len (max_new_tokens).
-    kl_kind: the estimator of KL(pi || pi_ref) in the loss and in stats["kl"] (k3, GRPO's, by default).
+    kl_kind: the estimator in the loss (k3, GRPO's, by default; module docstring: the gradient each follows).
     Micro-batching: num_rows and num_tokens are the *full* batch's row count and unmasked-token count
     (default: this call's). Pass both to every micro-batch and sum the losses (and gradients): the result equals
     one call on the whole batch, whatever loss_agg is, because every weight w_it then depends only on row i and
     on these two totals.
     stats: 0-dim float tensors without gradient (float() or .item() them when logging; returning tensors avoids
     a GPU sync per micro-batch), token means over this call's unmasked tokens: clip_frac, clip_frac_low,
-    clip_frac_high, kl (the kl_kind estimate; 0 without ref_logprobs), ratio_mean, ratio_max."""
+    clip_frac_high, kl (k3's estimate of KL(pi || pi_ref), whatever kl_kind is; 0 without ref_logprobs),
+    ratio_mean, ratio_max."""
     if loss_agg not in LOSS_AGGS:
         raise ValueError(f"unknown loss_agg {loss_agg!r}; choose one of {LOSS_AGGS}")
     if loss_agg == "seq-sum-constant" and max_len is None:
@@ -133,9 +148,11 @@ def grpo_loss(logprobs, old_logprobs, advantages, mask, ref_logprobs=None, clip_
     per_token = -torch.min(ratio * adv, ratio.clamp(1 - eps_low, 1 + eps_high) * adv)  # (B, T)
     if ref_logprobs is not None:
         zero = torch.zeros_like(logprobs)  # masked positions get u = 0, hence kl = 0 and no gradient
-        kl = kl_estimate(torch.where(mask, logprobs, zero), torch.where(mask, ref_logprobs, zero), kl_kind)
+        logprobs_m, ref_m = torch.where(mask, logprobs, zero), torch.where(mask, ref_logprobs, zero)  # (B, T) each
+        weight = ratio.detach()  # (B, T) pi / pi_old: the tokens came from pi_old (1 on-policy)
+        kl = weight * kl_estimate(logprobs_m, ref_m, "k3")  # (B, T) what is logged
         if kl_coef != 0.0:
-            per_token = per_token + kl_coef * kl
+            per_token = per_token + kl_coef * weight * kl_estimate(logprobs_m, ref_m, kl_kind)
     per_token = torch.where(mask, per_token, torch.zeros_like(per_token))  # (B, T)
 
     rows = logprobs.shape[0] if num_rows is None else num_rows
@@ -279,3 +296,20 @@ if __name__ == "__main__":
     grad, = torch.autograd.grad(loss, logprobs)
     print(f"rho = 1.5 everywhere, clip_eps 0.2: short row (A > 0) gradient {grad[0, 0].item():+.4f} (clipped: it "
           f"went far enough), long row (A < 0) {grad[1, 0].item():+.4f}; clip_frac {stats['clip_frac'].item():.3f}")
+    # The KL term's gradient, exactly: every token y of a 6-token vocabulary weighed by pi(y) (float64, no
+    # sampling), the gradient with respect to pi's logits z of sum_y sg(pi(y)) k(y), against the two KLs'.
+    g = torch.Generator().manual_seed(0)
+    z, z_ref = torch.randn(6, generator=g, dtype=torch.float64), torch.randn(6, generator=g, dtype=torch.float64)
+    z.requires_grad_()
+    logp, logp_ref = F.log_softmax(z, 0), F.log_softmax(z_ref, 0)  # (V,) each
+    rows = [("grad KL(pi||ref)", (logp.exp() * (logp - logp_ref)).sum(), ""),
+            ("grad KL(ref||pi)", (logp_ref.exp() * (logp_ref - logp)).sum(), "")]
+    for kind, follows in zip(KL_KINDS, ("no pull at all, on average", "grad KL(pi||ref)",
+                                        "grad KL(ref||pi), the reverse")):
+        rows.append((f"{kind} in the loss", (logp.exp().detach() * kl_estimate(logp, logp_ref, kind)).sum(), follows))
+    print("\nthe KL term's expected gradient w.r.t. pi's logits, 6 tokens, exact (Tang & Munos 2025):")
+    torch.set_printoptions(precision=4, sci_mode=False)
+    for name, value, follows in rows:
+        grad, = torch.autograd.grad(value, z, retain_graph=True)
+        grad = grad.numpy().round(4) + 0.0  # + 0.0 turns -0. into 0.
+        print(f"  {name:18s} {grad}" + (f"   -> {follows}" if follows else ""))

@@ -13,10 +13,14 @@ log) -> eval -> save. The RL objective per token, for completion i of a group an
     loss = -min(rho A_i, clip(rho, 1 - eps, 1 + eps_high) A_i) + beta KL(pi || pi_ref),  rho = pi / pi_old.
 How this departs from DeepSeekMath's GRPO:
  1. pi_old is the sampler's own log-probs (sample.py), not a separate forward pass; with one update per batch
-    (updates_per_batch=1, the default) rho = 1 and the loss is REINFORCE with the group-mean baseline.
+    (updates_per_batch=1, the default) rho = 1 and the loss is REINFORCE with the group-mean baseline. Under bf16
+    autocast (on a GPU) the sampler, in float32, and the trainer disagree by rounding (up to ~0.2 in log-prob),
+    enough for the clip to act on an on-policy batch: there pi_old is the trainer's own first-pass log-probs,
+    which costs nothing (the first pass computes them anyway); `dlp` still shows the gap.
  2. No KL by default (kl_coef=0, like many recent recipes); with kl_coef > 0 the reference is the policy RL
     starts from, kept frozen.
- 3. The reward is the verifier's alone (no format reward unless format_bonus > 0); truncated responses earn 0.
+ 3. The reward is the verifier's alone; truncated responses earn 0. A format bonus or Kimi's length reward, if
+    asked for, is shaping: centred on its own and added to the advantages undivided by sigma (advantage.py).
  4. RL draws its prompts from a fixed pool of rl_pool training problems (Qwen3 used ~4k), optionally with a
     curriculum or DAPO-style dynamic sampling.
 
@@ -48,7 +52,7 @@ from sample import sample
 from data.tokenizer import encode, EOS, EOS_ID, PAD_ID, VOCAB_SIZE
 from data.tasks import generate_problems, demonstration, with_mode
 from evaluation import judge, evaluate, show_eval, thinks, think_budget, mode_sweep, show_sweep
-from advantage import group_advantages, length_rewards, group_stats
+from advantage import shaped_advantages, length_rewards, group_stats
 from grpo import fused_token_logprobs, grpo_loss, masked_mean
 import ddp
 from checkpoint import (STOP, new_run, save_checkpoint, restore_run, truncate_log, write_record, claim_out_dir,
@@ -139,10 +143,10 @@ def draw_prompts(rng, success, n, curriculum):
     return [rng.randrange(len(success)) for _ in range(n)]
 
 
-def keep_groups(rewards, group_size, n_keep):
-    """DAPO's dynamic sampling: of the groups in rewards (B,), the indices of n_keep, those whose rewards differ
-    (the only ones with a gradient) first, in drawing order otherwise."""
-    has_signal = (rewards.view(-1, group_size).std(1) > 0).tolist()  # one per group
+def keep_groups(advantages, group_size, n_keep):
+    """DAPO's dynamic sampling: of the groups in advantages (B,), the indices of n_keep, those with a signal (an
+    advantage that is not 0: the only ones with a gradient) first, in drawing order otherwise."""
+    has_signal = (advantages.view(-1, group_size) != 0).any(1).tolist()  # one per group
     return sorted(range(len(has_signal)), key=lambda i: not has_signal[i])[:n_keep]
 
 
@@ -167,27 +171,29 @@ def rollout(model, pool, pool_ids, run, cfg):
         unexpanded = [g.reason == "not_expanded" for g in (grades if cfg.check_form else judge(samples, answers)[1])]
     modes = [pool[i].mode for i in prompt_idx for _ in range(G)]  # each row's flag (None: unflagged)
     broke = [m is not None and thinks(t) != (m == "think") for t, m in zip(texts, modes)]  # did what the flag forbids
-    rewards = torch.tensor([0.0 if not fin or (b and cfg.mode_contract) else g.reward(cfg.format_bonus)
-                            for g, fin, b in zip(grades, samples.finished.tolist(), broke)])  # (B,)
-    zero_signal_drawn = group_stats(rewards, G)["zero_var_frac"]
-    if cfg.dynamic_sampling:  # each rank keeps half of its own groups
-        keep = keep_groups(rewards, G, len(prompt_idx) // 2)
-        rows = torch.tensor([i * G + j for i in keep for j in range(G)])  # (B,) the kept groups' row indices
-        samples = dataclasses.replace(samples, **{f.name: getattr(samples, f.name)[rows.to(samples.tokens.device)]
-                                                  for f in dataclasses.fields(samples) if f.name != "prompt_len"})
-        prompt_idx, rewards, correct = [prompt_idx[i] for i in keep], rewards[rows], correct[rows]
-        texts, grades, modes, broke = ([xs[r] for r in rows] for xs in (texts, grades, modes, broke))
-        unexpanded = [unexpanded[r] for r in rows] if unexpanded else []
-    pass_rates = correct.view(-1, G).float().mean(1).tolist()  # (P, G) -> each prompt's pass rate
+    paid = samples.finished.cpu() & ~(torch.tensor(broke) & cfg.mode_contract)  # (B,) a truncated response, or one
+    correct = correct & paid  # that breaks its flag under the contract, earns nothing and is not correct anywhere
+    rewards = correct.float()  # (B,) the verifier's reward
+    shaping = cfg.format_bonus * (torch.tensor([g.formatted for g in grades]) & paid).float()  # (B,)
+    if cfg.length_weight > 0 and run["rl_step"] >= cfg.length_start:
+        shaping = shaping + cfg.length_weight * length_rewards(samples.lengths.cpu(), correct, G)
+    advantages = shaped_advantages(rewards, shaping, G, method=cfg.advantage, unbiased_std=cfg.unbiased_std)  # (B,)
+    pass_rates = correct.view(-1, G).float().mean(1).tolist()  # (P, G) -> each drawn prompt's pass rate
     for part in ddp.gather(list(zip(prompt_idx, pass_rates))):  # every rank updates every prompt's estimate
         for i, c in part:
             run["success"][i] = 0.7 * run["success"][i] + 0.3 * c
-    shaped = rewards  # (B,) what the advantages see; `rewards` stays the verifier's, for logging
-    if cfg.length_weight > 0 and run["rl_step"] >= cfg.length_start:
-        shaped = rewards + cfg.length_weight * length_rewards(samples.lengths.cpu(), correct, G)
-    advantages = group_advantages(shaped, G, method=cfg.advantage, unbiased_std=cfg.unbiased_std)  # (B,)
-    return dict(samples=samples, prompt_idx=prompt_idx, texts=texts, grades=grades, rewards=rewards, correct=correct,
-                advantages=advantages, zero_signal_drawn=zero_signal_drawn, modes=modes, broke=broke,
+    zero_signal_drawn = group_stats(correct, advantages, G)["zero_signal"]
+    if cfg.dynamic_sampling:  # each rank keeps half of its own groups
+        keep = keep_groups(advantages, G, len(prompt_idx) // 2)
+        rows = torch.tensor([i * G + j for i in keep for j in range(G)])  # (B,) the kept groups' row indices
+        samples = dataclasses.replace(samples, **{f.name: getattr(samples, f.name)[rows.to(samples.tokens.device)]
+                                                  for f in dataclasses.fields(samples) if f.name != "prompt_len"})
+        prompt_idx, correct, advantages = [prompt_idx[i] for i in keep], correct[rows], advantages[rows]
+        rewards, shaping = rewards[rows], shaping[rows]
+        texts, grades, modes, broke = ([xs[r] for r in rows] for xs in (texts, grades, modes, broke))
+        unexpanded = [unexpanded[r] for r in rows] if unexpanded else []
+    return dict(samples=samples, prompt_idx=prompt_idx, texts=texts, grades=grades, rewards=rewards + shaping,
+                correct=correct, advantages=advantages, zero_signal_drawn=zero_signal_drawn, modes=modes, broke=broke,
                 unexpanded=unexpanded)
 
 
@@ -201,14 +207,14 @@ def policy_logprobs(model, x, pos, key_mask, targets, temperature, return_entrop
 def grpo_update(model, optimizer, samples, advantages, cfg, autocast, ref_model=None):
     """Loss -> step: cfg.updates_per_batch AdamW steps on one sampled batch (sample.Samples) with advantages (B,).
     Micro-batches accumulate exactly the full-batch gradient (grpo_loss gets the full batch's row and token
-    counts), and the sampler's log-probs are pi_old. Returns the diagnostics: loss, kl, entropy and lp_diff (the
+    counts), and the sampler's log-probs are pi_old (under autocast, the first pass's own: rho = 1 exactly). Returns the diagnostics: loss, kl, entropy and lp_diff (the
     sampler-vs-trainer log-prob gap) from the first pass, where rho = 1; clip_frac and ratio_max from the later
     passes, where the clip can act (the first, if there is only one); the last grad_norm. Returns None when a
     loss or gradient is not finite: that pass and the rest are skipped (with updates_per_batch = 1, the weights
     stay untouched; with more, the passes already taken stand)."""
     x, targets = samples.tokens[:, :-1], samples.tokens[:, 1:]  # (B, T) each
     pos, key_mask = positions(samples.valid)[:, :-1], samples.valid[:, :-1]  # (B, T) each
-    mask, old_logprobs = samples.mask[:, 1:], samples.logprobs[:, 1:]  # (B, T) each
+    mask, old_logprobs = samples.mask[:, 1:], samples.logprobs[:, 1:].clone()  # (B, T) each
     B, mu = mask.size(0), cfg.updates_per_batch
     n_rows, n_tokens = B * ddp.world_size(), ddp.sum_all(mask.sum())  # the whole batch's, across the ranks
     advantages = advantages.to(mask.device)
@@ -228,6 +234,8 @@ def grpo_update(model, optimizer, samples, advantages, cfg, autocast, ref_model=
             with autocast:
                 logprobs, entropy = policy_logprobs(model, x[m], pos[m], key_mask[m], targets[m], cfg.temperature,
                                                     return_entropy=True)  # (micro_batch, T) each
+                if not passes and torch.is_autocast_enabled(x.device.type):  # pi_old in the trainer's precision
+                    old_logprobs[m] = logprobs.detach()
             loss, stats = grpo_loss(logprobs, old_logprobs[m], advantages[m], mask[m],
                                     None if ref_logprobs is None else ref_logprobs[m], clip_eps=cfg.clip_eps,
                                     clip_eps_high=cfg.clip_eps_high or None, kl_coef=cfg.kl_coef,
@@ -239,7 +247,8 @@ def grpo_update(model, optimizer, samples, advantages, cfg, autocast, ref_model=
             d["kl"] = d["kl"] + share * stats["kl"]
             d["entropy"] = d["entropy"] + share * masked_mean(entropy, mask[m])
             d["clip_frac"] = d["clip_frac"] + share * stats["clip_frac"]
-            d["lp_diff"] = torch.maximum(d["lp_diff"], ((logprobs.detach() - old_logprobs[m]).abs() * mask[m]).max())
+            d["lp_diff"] = torch.maximum(d["lp_diff"], ((logprobs.detach() - samples.logprobs[m, 1:]).abs()
+                                                        * mask[m]).max())
             d["ratio_max"] = torch.maximum(d["ratio_max"], stats["ratio_max"])
         ddp.sum_grads(model)  # the gradient of the whole batch's loss (ddp.py)
         for k in d:
@@ -260,13 +269,15 @@ def rl_record(rl_step, batch, diagnostics, sample_s, train_s):
     """The metrics of one RL step, over every rank's rows, as written to metrics.jsonl and printed by RL_LINE."""
     samples = batch["samples"]
     mine = dict(rewards=batch["rewards"].tolist(), correct=batch["correct"].tolist(), lengths=samples.lengths.tolist(),
+                advantages=batch["advantages"].tolist(),
                 finished=samples.finished.tolist(), formatted=[g.formatted for g in batch["grades"]],
                 think=[thinks(t) for t in batch["texts"]], drawn=[batch["zero_signal_drawn"]], modes=batch["modes"],
                 broke=batch["broke"], unexpanded=batch["unexpanded"])
     rows = {k: sum((part[k] for part in ddp.gather(mine)), []) for k in mine}  # all ranks' rows, in rank order
-    rewards, correct, lengths = (torch.tensor(rows[k], dtype=dtype) for k, dtype in  # (all ranks' B,) each
-                                 (("rewards", torch.float), ("correct", torch.bool), ("lengths", torch.float)))
-    stats = group_stats(rewards, samples.tokens.size(0) // len(batch["prompt_idx"]))
+    rewards, correct, lengths, advantages = (torch.tensor(rows[k], dtype=dtype) for k, dtype in  # (all ranks' B,)
+                                             (("rewards", torch.float), ("correct", torch.bool),
+                                              ("lengths", torch.float), ("advantages", torch.float)))
+    stats = group_stats(correct, advantages, samples.tokens.size(0) // len(batch["prompt_idx"]))
     mean = lambda xs: sum(xs) / len(xs)
     mean_or_nan = lambda x: x.mean().item() if len(x) else float("nan")
     extra = {}  # fusion: how often a flag was broken, and how often /no_think rows thought anyway
@@ -277,8 +288,8 @@ def rl_record(rl_step, batch, diagnostics, sample_s, train_s):
     if rows["unexpanded"]:  # poly: how often the policy answered with an unexpanded equal expression
         extra["unexpanded"] = mean(rows["unexpanded"])
     return dict(stage="rl", rl_step=rl_step, reward=rewards.mean().item(), accuracy=correct.float().mean().item(),
-                format_rate=mean(rows["formatted"]), zero_signal=stats["zero_var_frac"],
-                zero_signal_pred=stats["zero_var_pred"], zero_signal_drawn=mean(rows["drawn"]),
+                format_rate=mean(rows["formatted"]), zero_signal=stats["zero_signal"],
+                zero_signal_pred=stats["zero_signal_pred"], zero_signal_drawn=mean(rows["drawn"]),
                 response_len=lengths.mean().item(), len_correct=mean_or_nan(lengths[correct]),
                 len_wrong=mean_or_nan(lengths[~correct]), think_share=mean(rows["think"]),
                 truncated=1 - mean(rows["finished"]), **extra, **diagnostics, sample_s=sample_s, train_s=train_s)

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from advantage import group_advantages, group_stats, length_rewards
+from advantage import group_advantages, group_stats, length_rewards, shaped_advantages
 
 
 def test_population_std_worked_example():
@@ -61,12 +61,13 @@ def test_drgrpo_is_mean_baseline_only():
     assert torch.allclose(group_advantages(r, 4, "drgrpo"), torch.tensor([.5, -.5, .5, -.5, .5, -.5, -.5, .5]))
 
 
-def test_none_is_raw_rewards_and_centred_methods_sum_to_zero():
+def test_none_is_raw_rewards_and_centred_methods_sum_to_zero_with_the_right_sign():
     r = torch.tensor([1, 0, 0, 0, 1, 1, 0, 1])  # ints are accepted
     assert torch.equal(group_advantages(r, 4, "none"), r.float())
     for method in ("grpo", "drgrpo", "rloo"):
-        sums = group_advantages(r, 4, method).view(2, 4).sum(1)
-        assert torch.allclose(sums, torch.zeros(2), atol=1e-6)
+        adv = group_advantages(r, 4, method)
+        assert torch.allclose(adv.view(2, 4).sum(1), torch.zeros(2), atol=1e-6)
+        assert ((adv > 0) == r.bool()).all()  # better than the group's mean: pushed up; worse: pushed down
 
 
 def test_errors_name_the_problem():
@@ -93,11 +94,11 @@ def test_length_rewards_kimi_formula():
 
 def test_group_stats_counts_and_prediction():
     r = torch.tensor([1., 1, 1, 1, 0, 0, 0, 0, 1, 0, 0, 0, 1, 1, 0, 0])
-    s = group_stats(r, 4)
+    s = group_stats(r.bool(), group_advantages(r, 4), 4)
     p = 7 / 16
-    assert s["zero_var_frac"] == 0.5 and s["all_pass_frac"] == 0.25 and s["all_fail_frac"] == 0.25
+    assert s["zero_signal"] == 0.5 and s["all_pass_frac"] == 0.25 and s["all_fail_frac"] == 0.25
     assert s["pass_rate"] == pytest.approx(p)
-    assert s["zero_var_pred"] == pytest.approx(p ** 4 + (1 - p) ** 4)
+    assert s["zero_signal_pred"] == pytest.approx(p ** 4 + (1 - p) ** 4)
     assert all(isinstance(v, float) for v in s.values())
 
 
@@ -105,6 +106,51 @@ def test_zero_variance_share_matches_p_to_the_G():
     # every prompt with the same pass rate p: the measured share approaches p^G + (1-p)^G
     g = torch.Generator().manual_seed(0)
     G, p, prompts = 4, 0.3, 20000
-    s = group_stats((torch.rand(prompts * G, generator=g) < p).float(), G)
-    assert s["zero_var_frac"] == pytest.approx(0.3 ** 4 + 0.7 ** 4, abs=0.01)  # 0.2482; SE ~ 0.003
-    assert s["zero_var_pred"] == pytest.approx(s["zero_var_frac"], abs=0.015)
+    correct = torch.rand(prompts * G, generator=g) < p
+    s = group_stats(correct, group_advantages(correct.float(), G), G)
+    assert s["zero_signal"] == pytest.approx(0.3 ** 4 + 0.7 ** 4, abs=0.01)  # 0.2482; SE ~ 0.003
+    assert s["zero_signal_pred"] == pytest.approx(s["zero_signal"], abs=0.015)
+
+
+# ------------------------------------------------------------------------------------ shaping keeps its scale
+@pytest.mark.parametrize("method", ["grpo", "drgrpo", "rloo"])
+def test_a_shaping_weight_w_gives_advantages_of_order_w(method):
+    """In a group whose answers are all right, the only spread is the shaping term's. Divided by that spread
+    (GRPO's sigma), a 1% length weight would push as hard as correctness: advantages +-0.47 at w = 0.01. Shaping
+    is centred on its own and never divided by sigma, so its advantages are O(w) and vanish with w."""
+    lengths, right = torch.tensor([10, 20, 30, 40]), torch.ones(4, dtype=torch.bool)
+    lam = length_rewards(lengths, right, 4)  # [0.5, 1/6, -1/6, -0.5]
+    for w in (0.1, 0.01, 1e-4, 0.0):
+        adv = shaped_advantages(right.float(), w * lam, 4, method)
+        assert adv.abs().max() <= 1.5 * w * lam.abs().max() + 1e-9, (w, adv)
+        assert adv.abs().max() >= 0.5 * w * lam.abs().max()  # and still pushes, in the right order
+        assert w == 0 or (adv.diff() < 0).all()
+
+
+@pytest.mark.parametrize("method", ["grpo", "drgrpo", "rloo"])
+def test_in_a_mixed_group_correctness_still_dominates_the_shaping(method):
+    correct = torch.tensor([True, False, True, False])
+    lam = length_rewards(torch.tensor([40, 10, 30, 20]), correct, 4)  # the longest right answer is penalised most
+    adv = shaped_advantages(correct.float(), 0.1 * lam, 4, method)
+    plain = group_advantages(correct.float(), 4, method)
+    assert ((adv > 0) == correct).all()  # every right answer still above every wrong one
+    assert (adv - plain).abs().max() <= 0.15 * plain.abs().max()
+
+
+def test_none_adds_the_shaping_uncentred():
+    r, s = torch.tensor([1., 1, 0, 0]), torch.tensor([0.1, 0.0, 0.1, 0.0])
+    assert torch.allclose(shaped_advantages(r, s, 4, "none"), r + s)
+
+
+def test_group_stats_counts_passes_from_correctness_and_signal_from_the_advantages():
+    """A format bonus of 0.6 makes a formatted wrong answer's reward 0.6: still not a pass. And a group the
+    advantages give no push (all right, no shaping) is zero-signal, while all right with length shaping is not."""
+    correct = torch.tensor([True, True, True, True, False, False, False, False, True, False, False, False])
+    formatted = torch.tensor([True] * 12)
+    adv = shaped_advantages(correct.float(), 0.6 * formatted.float(), 4)
+    s = group_stats(correct, adv, 4)
+    assert s["pass_rate"] == pytest.approx(5 / 12) and s["all_pass_frac"] == pytest.approx(1 / 3)
+    assert s["zero_signal"] == pytest.approx(2 / 3)
+    lengths = torch.tensor([5, 6, 7, 8, 9, 9, 9, 9, 10, 11, 12, 13])  # the all-wrong group: equal lengths
+    shaped = shaped_advantages(correct.float(), 0.01 * length_rewards(lengths, correct, 4), 4)
+    assert group_stats(correct, shaped, 4)["zero_signal"] == pytest.approx(1 / 3)  # only the all-wrong group

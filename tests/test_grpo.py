@@ -1,5 +1,6 @@
 """The GRPO loss against hand-written objectives and worked numbers; the fused log-prob gather against the plain one."""
 import math
+import re
 
 import pytest
 import torch
@@ -181,39 +182,32 @@ def test_stats_are_detached_scalars_over_unmasked_tokens():
     assert all(v.dim() == 0 and not v.requires_grad for v in stats.values())
     assert stats["ratio_mean"].item() == pytest.approx(6.0 / 5)
     assert stats["ratio_max"].item() == pytest.approx(2.0)
-    assert stats["kl"].item() == pytest.approx(masked_mean(kl_estimate(logprobs, old), mask).item())
+    # kl is k3 weighted by the ratio: per token r (1/r + log r - 1) = 1 + r log r - r, here with ref = old
+    by_hand = sum(1 + r * math.log(r) - r for r in (1.0, 2.0, 0.5, 1.5, 1.0)) / 5  # 0.12958
+    assert stats["kl"].item() == pytest.approx(by_hand, abs=1e-6)
     assert stats["kl"].item() > 0
 
 
-def test_kl_coef_adds_the_aggregated_k3_term():
-    B, T = 4, 5
-    logprobs = torch.randn(B, T, generator=gen(0)).requires_grad_()
-    ref = logprobs.detach() + 0.5 * torch.randn(B, T, generator=gen(1))
-    mask = lengths_mask([5, 2, 4, 1], T)
-    adv = torch.randn(B, generator=gen(2))
-    plain, _ = grpo_loss(logprobs, logprobs.detach(), adv, mask, ref)
-    with_kl, _ = grpo_loss(logprobs, logprobs.detach(), adv, mask, ref, kl_coef=0.04)
-    k3 = kl_estimate(logprobs, ref, "k3")
-    expected = 0.04 * sum(k3[i, mask[i]].mean() for i in range(B)) / B
-    assert (with_kl - plain).item() == pytest.approx(expected.item(), abs=1e-6)
-    # and its gradient, d k3 / d logp = 1 - pi_ref / pi: it pulls logp down where pi > pi_ref
-    g_kl, = torch.autograd.grad(with_kl - plain, logprobs)
-    g_expected, = torch.autograd.grad(expected, logprobs)
-    assert torch.allclose(g_kl, g_expected, atol=1e-7) and g_kl.abs().max() > 1e-3
-    assert torch.allclose(g_kl[mask], (0.04 * (1 - (ref - logprobs).exp()) / mask.sum(1, keepdim=True) / B)[mask])
-
-
-def test_kl_kind_selects_the_estimator_in_the_loss():
-    logprobs = torch.randn(2, 4, generator=gen(0)).requires_grad_()
-    ref = logprobs.detach() + torch.randn(2, 4, generator=gen(1))
-    mask = torch.ones(2, 4, dtype=torch.bool)
-    zero_adv = torch.zeros(2)
-    for kind in ("k1", "k2", "k3"):
-        loss, stats = grpo_loss(logprobs, logprobs.detach(), zero_adv, mask, ref, kl_coef=1.0, kl_kind=kind,
-                                loss_agg="token-mean")
-        expected = kl_estimate(logprobs, ref, kind).mean()
-        assert loss.item() == pytest.approx(expected.item(), abs=1e-6)
-        assert stats["kl"].item() == pytest.approx(expected.item(), abs=1e-6)
+def test_kl_terms_against_numbers_worked_by_hand():
+    """One row of two tokens: pi = (1/2, 1/4) and pi_ref = (1/4, 1/2) on them, so u = log(pi_ref / pi) = (-ln 2, ln 2):
+        k1 = -u          = ( 0.6931, -0.6931)   mean 0
+        k2 = u^2 / 2     = ( 0.2402,  0.2402)   mean 0.2402
+        k3 = e^u - u - 1 = ( 0.1931,  0.3069)   mean 0.25
+    and d k3 / d logp = 1 - e^u = (0.5, -1): k3 pulls log pi down where pi > pi_ref, up where it is below."""
+    logprobs = torch.tensor([[0.5, 0.25]]).log().requires_grad_()  # (1, 2)
+    ref = torch.tensor([[0.25, 0.5]]).log()
+    mask, zero_adv = torch.ones(1, 2, dtype=torch.bool), torch.zeros(1)
+    ln2 = math.log(2)
+    by_hand = {"k1": (0.0, [1.0, 1.0]), "k2": (ln2 ** 2 / 2, [ln2, -ln2]), "k3": (0.25, [0.5, -1.0])}  # value, d/dlogp
+    for kind, (value, grad) in by_hand.items():
+        loss, stats = grpo_loss(logprobs, logprobs.detach(), zero_adv, mask, ref, kl_coef=0.04, kl_kind=kind)
+        assert loss.item() == pytest.approx(0.04 * value, abs=1e-7)  # seq-mean-token-mean: the row's mean
+        g, = torch.autograd.grad(loss, logprobs)
+        torch.testing.assert_close(g, 0.04 * torch.tensor([grad]) / 2, atol=1e-7, rtol=0)
+        assert stats["kl"].item() == pytest.approx(0.25, abs=1e-7)  # the log is k3's, whatever the loss uses
+    plain, _ = grpo_loss(logprobs, logprobs.detach(), torch.ones(1), mask, ref)
+    with_kl, _ = grpo_loss(logprobs, logprobs.detach(), torch.ones(1), mask, ref, kl_coef=0.04)
+    assert (with_kl - plain).item() == pytest.approx(0.01, abs=1e-7)  # added to the policy term
 
 
 def test_loss_errors():
@@ -387,3 +381,81 @@ def test_bfloat16_tensors_and_a_confident_model():
     one = torch.autograd.grad(fused[0, 0], h16)[0][0, 0].double()  # the confident token alone
     one_ref = torch.autograd.grad(ref[0, 0], h16)[0][0, 0]
     assert (one - one_ref).norm() / one_ref.norm() < 0.05
+
+
+# ------------------------------------------------------------------- the KL term's gradient, by exact enumeration
+def kl_enumeration():
+    """A 6-token categorical pi and a reference, as logits in float64 (the worked table `python grpo.py` prints)."""
+    g = gen(0)
+    return torch.randn(6, generator=g, dtype=torch.float64), torch.randn(6, generator=g, dtype=torch.float64)
+
+
+def exact_grads(z, z_ref, kind, sampler=None):
+    """d/dz of sum_y sg(q(y)) w(y) k(y): the expected gradient of the loss term k on tokens y drawn from q, with
+    every y weighed by its probability (no sampling). q is pi itself (sampler None), or another policy whose
+    tokens grpo_loss sees as old_logprobs. Returns (that gradient, grad KL(pi||ref), grad KL(ref||pi))."""
+    z = z.clone().requires_grad_()
+    logp, logp_ref = F.log_softmax(z, 0), F.log_softmax(z_ref, 0)  # (V,) each
+    old = logp.detach() if sampler is None else F.log_softmax(sampler, 0)  # (V,)
+    # one row per token y, one token per row: grpo_loss with A = 0 and kl_coef = 1 is the KL term alone
+    rows = [grpo_loss(logp[y].view(1, 1), old[y].view(1, 1), torch.zeros(1, dtype=torch.float64),
+                      torch.ones(1, 1, dtype=torch.bool), logp_ref[y].view(1, 1), kl_coef=1.0, kl_kind=kind)[0]
+            for y in range(6)]
+    expected = sum(old[y].exp() * rows[y] for y in range(6))
+    kl_forward = (logp.exp() * (logp - logp_ref)).sum()
+    kl_reverse = (logp_ref.exp() * (logp_ref - logp)).sum()
+    return [torch.autograd.grad(f, z, retain_graph=True)[0] for f in (expected, kl_forward, kl_reverse)]
+
+
+def test_kl_estimators_in_the_loss_follow_these_gradients_by_exact_enumeration():
+    """An unbiased value is not an unbiased gradient (Tang & Munos 2025). On tokens drawn from pi, in expectation:
+    k1 in the loss pulls nowhere, k2 follows grad KL(pi || ref), k3 follows grad KL(ref || pi), the reverse."""
+    z, z_ref = kl_enumeration()
+    k1, forward, reverse = exact_grads(z, z_ref, "k1")
+    k2, k3 = exact_grads(z, z_ref, "k2")[0], exact_grads(z, z_ref, "k3")[0]
+    torch.testing.assert_close(forward, torch.tensor([0.2633, -0.1727, -0.0309, 0.0624, -0.0507, -0.0713],
+                                                     dtype=torch.float64), atol=1e-4, rtol=0)  # the issue's table
+    torch.testing.assert_close(reverse, torch.tensor([0.3697, -0.2497, -0.0582, 0.1246, -0.0391, -0.1473],
+                                                     dtype=torch.float64), atol=1e-4, rtol=0)
+    assert k1.abs().max() < 1e-12  # E_pi[grad log pi] = 0: k1 has no pull at all
+    torch.testing.assert_close(k2, forward, atol=1e-12, rtol=0)
+    torch.testing.assert_close(k3, reverse, atol=1e-12, rtol=0)
+    # the two directions differ here, so a swapped direction or sign cannot pass
+    assert (forward - reverse).abs().max() > 0.05 and (k3 + reverse).abs().max() > 0.5
+
+
+@pytest.mark.parametrize("kind", ["k1", "k2", "k3"])
+def test_kl_term_on_another_policys_tokens_is_importance_weighted(kind):
+    """With updates_per_batch > 1 (or stale samples) the tokens come from pi_old, not pi: weighted by the detached
+    ratio pi / pi_old, the KL term's expected gradient is still the one it has on pi's own tokens."""
+    z, z_ref = kl_enumeration()
+    sampler = z + 0.7 * torch.randn(6, generator=gen(5), dtype=torch.float64)  # pi_old, far from pi
+    on_policy = exact_grads(z, z_ref, kind)[0]
+    off_policy = exact_grads(z, z_ref, kind, sampler=sampler)[0]
+    torch.testing.assert_close(off_policy, on_policy, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["k1", "k2", "k3"])
+def test_the_logged_kl_estimates_kl_pi_ref_whatever_the_loss_uses(kind):
+    """stats['kl'] is k3's value (unbiased for KL(pi || ref), >= 0) on every kl_kind, importance-weighted like the
+    loss term when the tokens come from pi_old: over all tokens weighed by pi_old it is exactly KL(pi || ref)."""
+    z, z_ref = kl_enumeration()
+    sampler = z + 0.7 * torch.randn(6, generator=gen(5), dtype=torch.float64)
+    logp, logp_ref, old = (F.log_softmax(t, 0) for t in (z, z_ref, sampler))
+    kls = torch.stack([grpo_loss(logp[y].view(1, 1), old[y].view(1, 1), torch.zeros(1, dtype=torch.float64),
+                                 torch.ones(1, 1, dtype=torch.bool), logp_ref[y].view(1, 1), kl_coef=0.1,
+                                 kl_kind=kind)[1]["kl"] for y in range(6)])  # (V,)
+    exact = (logp.exp() * (logp - logp_ref)).sum()
+    assert (old.exp() * kls.double()).sum().item() == pytest.approx(exact.item(), rel=1e-5)
+    assert (kls >= 0).all()
+
+
+def test_python_grpo_py_prints_the_kl_gradient_table(capsys):
+    import runpy
+    runpy.run_path("grpo.py", run_name="__main__")  # `python grpo.py`, in this process
+    out = capsys.readouterr().out
+    row = lambda name: [float(x) for x in re.findall(r"-?[0-9]+\.[0-9]*", next(
+        line for line in out.splitlines() if line.strip().startswith(name)))]
+    forward, reverse = row("grad KL(pi||ref)"), row("grad KL(ref||pi)")
+    assert forward[0] == 0.2633 and reverse[0] == 0.3697 and len(forward) == len(reverse) == 6
+    assert row("k1 in the loss") == [0.0] * 6 and row("k2 in the loss") == forward and row("k3 in the loss") == reverse

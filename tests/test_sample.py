@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import sample as sample_module
+from grpo import token_logprobs
 from model import GPT, GPTConfig, positions
 from sample import draw, sample
 
@@ -105,9 +106,11 @@ def test_logprobs_equal_the_full_forward_at_every_row_and_step(temperature):
     m = s.mask[:, 1:].bool()
     assert m.sum() > 40
     torch.testing.assert_close(s.logprobs[:, 1:][m], ref[m], atol=1e-5, rtol=0)
-    if temperature == 1.0:  # the default is exactly what grpo.py scores: ratio 1
-        plain = F.log_softmax(logits, -1).gather(-1, s.tokens[:, 1:, None])[..., 0]  # (B, L-1)
-        torch.testing.assert_close(s.logprobs[:, 1:][m], plain[m], atol=1e-5, rtol=0)
+    if temperature > 0:  # and exactly what the trainer (grpo.py) scores at the same temperature: ratio 1
+        with torch.no_grad():
+            hidden = model(s.tokens, pos=positions(s.valid), key_mask=s.valid, return_hidden=True)[:, :-1]
+            scored = token_logprobs(hidden, model.lm_head.weight, s.tokens[:, 1:], temperature)  # (B, L-1)
+        torch.testing.assert_close(s.logprobs[:, 1:][m], scored[m], atol=1e-5, rtol=0)
 
 
 # ------------------------------------------------------------------ EOS, truncation, stopping early

@@ -248,9 +248,11 @@ def test_curriculum_draws_unsolved_prompts_more_often():
 
 
 def test_dynamic_sampling_keeps_groups_with_signal_first():
+    from advantage import group_advantages
     rewards = torch.tensor([1., 1, 0, 1, 0, 0, 1, 0, 1, 1, 1, 1, 0, 0, 0, 0])  # groups of 4: mixed, mixed, all-1, all-0
-    assert train.keep_groups(rewards, 4, 2) == [0, 1]
-    assert train.keep_groups(rewards.flip(0), 4, 3) == [2, 3, 0]  # then the signal-free ones, in drawing order
+    advantages = group_advantages(rewards, 4)
+    assert train.keep_groups(advantages, 4, 2) == [0, 1]
+    assert train.keep_groups(advantages.flip(0), 4, 3) == [2, 3, 0]  # then the signal-free ones, in drawing order
 
 
 @pytest.fixture
@@ -291,17 +293,19 @@ def test_rollout_knobs_each_change_what_they_should(rl_setup):
     assert torch.equal(rloo["rewards"], r) and torch.allclose(rloo["advantages"], group_advantages(r, G, "rloo"))
     assert not torch.allclose(rloo["advantages"], plain["advantages"])
     shaped = roll(length_weight=0.5)[0]
-    lengths = shaped["samples"].lengths
-    assert torch.equal(shaped["rewards"], r)  # the verifier's reward is what gets logged ...
-    expected = group_advantages(r + 0.5 * length_rewards(lengths, shaped["correct"], G), G)
-    assert torch.allclose(shaped["advantages"], expected)  # ... and the shaped one what gets learned
+    lam = length_rewards(shaped["samples"].lengths, shaped["correct"], G)
+    assert torch.allclose(shaped["rewards"], r + 0.5 * lam)  # what the policy is paid, logged ...
+    expected = group_advantages(r, G) + group_advantages(0.5 * lam, G, "drgrpo")  # ... and learned, undivided
+    assert torch.allclose(shaped["advantages"], expected)
     assert not torch.allclose(shaped["advantages"], plain["advantages"])
     assert torch.equal(roll(length_weight=0.5, length_start=5)[0]["advantages"], plain["advantages"])  # not yet on
     bonus = roll(format_bonus=0.1)[0]  # paid for every formatted response, right or wrong
-    assert torch.allclose(bonus["rewards"], r + 0.1 * torch.tensor([g.formatted for g in plain["grades"]]))
+    formatted = torch.tensor([g.formatted for g in plain["grades"]]).float()
+    assert torch.allclose(bonus["rewards"], r + 0.1 * formatted)
+    assert torch.allclose(bonus["advantages"], group_advantages(r, G) + group_advantages(0.1 * formatted, G, "drgrpo"))
     dyn = roll(dynamic_sampling=True)[0]
     assert dyn["samples"].tokens.shape[0] == 16 and len(dyn["prompt_idx"]) == 4  # 8 prompts drawn, 4 groups kept
-    kept = train.group_stats(dyn["rewards"], G)["zero_var_frac"]
+    kept = train.group_stats(dyn["correct"], dyn["advantages"], G)["zero_signal"]
     assert kept <= dyn["zero_signal_drawn"] and kept < 1
 
 
@@ -494,3 +498,106 @@ def test_a_stop_signal_ends_the_step_saves_and_resumes_exactly(tmp_path, sig):
     assert run_train(*TINY, f"--out_dir={part}", "--rl_steps=20", "--init_from=resume").returncode == 0
     a, b = (torch.load(d / "ckpt.pt", weights_only=False)["model"] for d in (full, part))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ------------------------------------------------------------------------ knobs that must agree with each other
+def test_curriculum_learns_from_every_drawn_group_even_those_dynamic_sampling_drops(rl_setup, monkeypatch):
+    """Dynamic sampling drops the all-pass and all-fail groups, which are exactly what the curriculum must see."""
+    model, pool, pool_ids = rl_setup
+    drawn = []
+    draw = train.draw_prompts
+    monkeypatch.setattr(train, "draw_prompts", lambda *a, **k: drawn.extend(draw(*a, **k)) or drawn)
+    run = train.new_run(0, len(pool))
+    run["success"].fill_(0.33)  # 0.7 * 0.33 + 0.3 * c is 0.33 for no pass rate c in {0, 1/4, ..., 1}
+    cfg = config.Config(prompts_per_step=4, group_size=4, max_new_tokens=20, curriculum=True, dynamic_sampling=True)
+    train.rollout(model, pool, pool_ids, run, cfg)
+    assert len(drawn) == 8
+    assert all(run["success"][i] != 0.33 for i in drawn)
+    untouched = set(range(len(pool))) - set(drawn)
+    assert all(run["success"][i] == pytest.approx(0.33) for i in untouched)
+
+
+def test_a_response_that_breaks_its_flag_is_not_correct_anywhere_downstream(rl_setup, monkeypatch):
+    """--thinking=fusion with the contract: a flag-breaking response earns 0, and it is not `correct` either, so
+    it cannot earn a length reward, count in the curriculum's pass rates, or lift the logged accuracy."""
+    model, pool, _ = rl_setup
+    pool = [with_mode(p, m) for p in pool for m in MODES]
+    monkeypatch.setattr(train, "thinks", lambda text: len(text) % 3 == 0)
+    cfg = config.Config(prompts_per_step=8, group_size=4, max_new_tokens=20)
+    batch = train.rollout(model, pool, [encode(p.prompt) for p in pool], train.new_run(0, len(pool)), cfg)
+    broke = torch.tensor(batch["broke"])
+    assert broke.any() and not batch["correct"][broke].any()
+    record = train.rl_record(1, batch, dict(loss=0.0), 0.0, 0.0)
+    assert record["accuracy"] == pytest.approx(record["reward"])  # no longer above what was paid
+    lam = train.length_rewards(batch["samples"].lengths, batch["correct"], 4)
+    assert (lam[broke] <= 0).all()  # a short flag-breaking row earns no length bonus
+    off = train.rollout(model, pool, [encode(p.prompt) for p in pool], train.new_run(0, len(pool)),
+                        config.Config(prompts_per_step=8, group_size=4, max_new_tokens=20, mode_contract=False))
+    assert off["correct"][broke].any()  # without the contract a flag-breaking right answer stays right
+
+
+def test_thinks_reads_the_response_as_the_verifier_does_leading_whitespace_included():
+    text = " \n" + response("7+5=12", "12")
+    from verify import grade
+    assert grade(text, "12").correct  # the verifier accepts the whitespace ...
+    assert evaluation.thinks(text) and evaluation.think_tokens(text) == 6  # ... and so does the think check
+
+
+def test_zero_signal_and_dynamic_sampling_look_at_what_the_advantages_see(rl_setup, monkeypatch):
+    """Every answer right: without shaping no group has a signal; with Kimi's length reward the groups whose
+    lengths differ do, and dynamic sampling keeps those."""
+    model, pool, pool_ids = rl_setup
+
+    class Right:
+        correct = formatted = True
+        reason = "ok"
+
+        def reward(self, format_bonus=0.0):
+            return 1.0 + format_bonus
+    monkeypatch.setattr(evaluation, "grade", lambda text, truth, check_form=True: Right())
+    base = dict(prompts_per_step=4, group_size=4, max_new_tokens=20, dynamic_sampling=True)
+    plain = train.rollout(model, pool, pool_ids, train.new_run(0, len(pool)), config.Config(**base))
+    shaped = train.rollout(model, pool, pool_ids, train.new_run(0, len(pool)), config.Config(**base, length_weight=0.5))
+    assert plain["zero_signal_drawn"] == 1.0 and (plain["advantages"] == 0).all()
+    assert shaped["zero_signal_drawn"] < 1.0
+    kept = shaped["advantages"].view(-1, 4)
+    assert (kept != 0).any(1).all()  # every kept group carries a push
+
+
+def test_a_task_the_verifier_cannot_grade_is_refused_before_any_work():
+    """--digits=50: every answer has more digits than the verifier reads (verify.MAX_DIGITS), so no response could
+    ever earn a reward. Refused, with the reason, before the model is built."""
+    cfg = config.make_config(dict(digits=50, rl_pool=16, eval_problems=8), "cpu")
+    with pytest.raises(SystemExit, match="verifier cannot grade.*--digits=50.*at most 40 digits"):
+        config.make_task(cfg)
+
+
+def test_max_new_tokens_shorter_than_every_teacher_response_is_refused():
+    cfg = config.make_config(dict(max_new_tokens=5, rl_pool=16, eval_problems=8), "cpu")
+    with pytest.raises(SystemExit, match="--max_new_tokens=5 .*shortest"):
+        config.make_task(cfg)
+
+
+# ------------------------------------------------------------------------ on-policy means ratio 1, in every precision
+def test_the_first_pass_is_on_policy_under_bf16_autocast(rl_setup):
+    """The sampler draws in float32; under bf16 autocast the trainer's log-probs differ from it by rounding
+    (~1e-2, up to ~0.2 for a trained model). The first pass must still see rho = 1 exactly: no clipping of an
+    on-policy batch. lp_diff still reports the gap, as a diagnostic."""
+    model, pool, pool_ids = rl_setup
+    cfg = config.Config(prompts_per_step=4, group_size=4, max_new_tokens=20, micro_batch=8)
+    batch = train.rollout(model, pool, pool_ids, train.new_run(0, len(pool)), cfg)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    d = train.grpo_update(model, opt, batch["samples"], batch["advantages"], cfg,
+                          torch.autocast("cpu", dtype=torch.bfloat16))
+    assert d["clip_frac"] == 0 and d["ratio_max"] == 1.0
+    assert 0 < d["lp_diff"] < 0.5  # the gap is real, and bounded
+
+
+def test_trainer_and_sampler_agree_at_a_temperature_other_than_1(rl_setup):
+    """Were the trainer to score at temperature 1 what was sampled at 0.7, the gap would be ~0.1, not 1e-5."""
+    model, pool, pool_ids = rl_setup
+    cfg = config.Config(prompts_per_step=4, group_size=4, max_new_tokens=20, temperature=0.7)
+    batch = train.rollout(model, pool, pool_ids, train.new_run(0, len(pool)), cfg)
+    d = train.grpo_update(model, torch.optim.SGD(model.parameters(), lr=0.0), batch["samples"], batch["advantages"],
+                          cfg, autocast_off())
+    assert d["lp_diff"] < 1e-4 and d["ratio_max"] == pytest.approx(1.0, abs=1e-4)
