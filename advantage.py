@@ -102,6 +102,12 @@ def length_rewards(lengths, correct, group_size):
     return torch.where(ok, lam, lam.clamp(max=0.0)).flatten()  # (B,)
 
 
+def has_signal(advantages, group_size):
+    """(P,) bool: which groups carry a signal, an advantage that is not 0. The others add nothing to the gradient:
+    under the centred methods, the groups whose rewards (and shaping) are all equal."""
+    return (_groups(advantages, group_size) != 0).any(dim=1)
+
+
 def group_stats(correct, advantages, group_size):
     """Logging numbers for one batch: plain Python floats. correct (B,) bool, advantages (B,).
 
@@ -115,7 +121,7 @@ def group_stats(correct, advantages, group_size):
     G = group_size
     return {
         "pass_rate": p,
-        "zero_signal": (_groups(advantages, group_size) == 0).all(dim=1).float().mean().item(),
+        "zero_signal": (~has_signal(advantages, group_size)).float().mean().item(),
         "zero_signal_pred": p ** G + (1 - p) ** G,
         "all_pass_frac": passed.all(dim=1).float().mean().item(),
         "all_fail_frac": (~passed).all(dim=1).float().mean().item(),

@@ -1,15 +1,16 @@
 """
 checkpoint.py: what makes a run stoppable and resumable exactly. Plumbing, not a concept: read it next to train.py.
 
-- The run state besides the weights and the optimizer (`new_run`): counters, timings, the curriculum's success
-  rates and the two random generators that every draw after the model's init goes through, so that a resumed run
-  continues exactly as if it had never stopped.
+- `start`: the model, the run state and the optimizer state a run begins with: from scratch, resumed from its
+  own checkpoint, or from another run's weights. The run state besides the weights and the optimizer (`new_run`)
+  holds counters, timings, the curriculum's success rates and the two random generators that every draw after
+  the model's init goes through, so that a resumed run continues exactly as if it had never stopped.
 - `save_checkpoint` writes atomically (temp file, then rename): a crash mid-save never destroys the previous
   checkpoint, and a failed write (a full disk) stops the run naming the cause.
 - `truncate_log` drops, on resume, the metrics a killed run wrote after its last checkpoint, so that
   metrics.jsonl holds each step once; `write_record` writes one flushed JSON line, with null for NaN.
 - Ctrl-C (SIGINT) and a scheduler's SIGTERM ask the run to stop at the end of the current step (`request_stop`);
-  train.py then saves and exits. A second signal quits at once.
+  at the next step's start `stop_if_asked` saves and exits. A second signal quits at once.
 """
 import json
 import math
@@ -18,27 +19,56 @@ import random
 import shutil
 import signal
 import sys
+import time
 
 import torch
 
 import ddp
+from model import GPT, GPTConfig
+from data.tokenizer import VOCAB_SIZE
 
-def claim_out_dir(out_dir, resume, overwrite, rank=0):
-    """The paths of the checkpoint and the metrics in out_dir, made if need be. A new run refuses a folder that
-    holds another run's files, unless overwrite: then it deletes them and says so. Only rank 0 writes (ddp.py)."""
-    paths = os.path.join(out_dir, "ckpt.pt"), os.path.join(out_dir, "metrics.jsonl")
+def open_run_dir(cfg, run, rank=0):
+    """The checkpoint's path in cfg.out_dir (made if need be) and a function that appends one record to its
+    metrics.jsonl. A new run refuses a folder that holds another run's files, unless --overwrite: then it deletes
+    them and says so. A resumed run first drops the records its killed predecessor wrote after its last
+    checkpoint. Only rank 0 writes (ddp.py)."""
+    ckpt_path, metrics_path = os.path.join(cfg.out_dir, "ckpt.pt"), os.path.join(cfg.out_dir, "metrics.jsonl")
     if rank:
-        return paths
-    os.makedirs(out_dir, exist_ok=True)
-    if not resume and any(os.path.exists(p) for p in paths):
-        if not overwrite:
-            sys.exit(f"error: {out_dir} holds another run; continue it with --init_from=resume, start afresh "
+        return ckpt_path, lambda record: None
+    os.makedirs(cfg.out_dir, exist_ok=True)
+    if cfg.init_from == "resume":
+        truncate_log(metrics_path, run)
+    elif any(os.path.exists(p) for p in (ckpt_path, metrics_path)):
+        if not cfg.overwrite:
+            sys.exit(f"error: {cfg.out_dir} holds another run; continue it with --init_from=resume, start afresh "
                      "with --overwrite=true, or choose another --out_dir")
-        print(f"--overwrite: starting afresh in {out_dir} (its ckpt.pt and metrics.jsonl are replaced)")
-        for p in paths:
+        print(f"--overwrite: starting afresh in {cfg.out_dir} (its ckpt.pt and metrics.jsonl are replaced)")
+        for p in (ckpt_path, metrics_path):
             if os.path.exists(p):
                 os.remove(p)
-    return paths
+    metrics = open(metrics_path, "a")
+    return ckpt_path, lambda record: write_record(metrics, record)
+
+
+def start(cfg, ckpt, pool_size):
+    """What a run begins with: the model (initialised from cfg.seed), the run state, the optimizer state (None: a
+    fresh optimizer) and the frozen reference's weights (None: the model's own, or no KL term). Three ways:
+    ckpt None, from scratch (pretraining first); --init_from=resume, this run's own checkpoint, exactly where it
+    stopped; a checkpoint path, another run's weights, from which a new RL stage starts (stage "rl_start")."""
+    torch.manual_seed(cfg.seed)
+    model = GPT(GPTConfig(**ckpt["model_config"]) if ckpt else GPTConfig(
+        vocab_size=VOCAB_SIZE, block_size=cfg.block_size, n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd))
+    if ckpt is None:
+        return model, new_run(cfg.seed, pool_size), None, None
+    model.load_state_dict(ckpt["model"])
+    if cfg.init_from != "resume":
+        print(f"loaded the weights of {cfg.init_from}; RL starts from them")
+        return model, dict(new_run(cfg.seed, pool_size), stage="rl_start"), None, None
+    run = restore_run(ckpt, cfg.seed, pool_size)
+    print(f"resumed {cfg.out_dir}: stage {run['stage']}, pretrain step {run['step']}, RL step {run['rl_step']}")
+    if run["stage"] == "rl" and cfg.kl_coef > 0 and ckpt["ref_model"] is None:
+        sys.exit("error: --kl_coef > 0, but the resumed run had no KL term: the policy it started from is lost")
+    return model, run, ckpt["optimizer"], ckpt["ref_model"] if run["stage"] == "rl" else None
 
 
 def new_run(seed, pool_size):
@@ -55,7 +85,8 @@ def save_checkpoint(path, model, optimizer, ref_model, cfg, run):
     torchrun only rank 0 writes: every rank holds the same state."""
     if ddp.world_size() > 1 and torch.distributed.get_rank() != 0:
         return
-    state = dict(run, data_rng=run["data_rng"].getstate(), sample_gen=run["sample_gen"].get_state(),
+    state = dict({k: v for k, v in run.items() if k != "t0"}, wall_s=time.time() - run["t0"],  # seconds, all stages
+                 data_rng=run["data_rng"].getstate(), sample_gen=run["sample_gen"].get_state(),
                  model=model.state_dict(), model_config=vars(model.config).copy(),
                  config=vars(cfg).copy(), optimizer=optimizer.state_dict(),
                  ref_model=ref_model.state_dict() if ref_model else None)
@@ -135,3 +166,13 @@ def request_stop(signum, frame):
         raise KeyboardInterrupt
     STOP.append(signal.Signals(signum).name)
     print(f"\n{STOP[0]}: stopping at the end of this step (again to quit at once, without saving)")
+
+
+def stop_if_asked(path, model, optimizer, ref_model, cfg, run):
+    """At a step's start: if a signal asked the run to stop (on any rank: every rank decides at the same step),
+    save a checkpoint and exit."""
+    if ddp.any_rank(STOP):
+        save_checkpoint(path, model, optimizer, ref_model, cfg, run)
+        ddp.finish()
+        sys.exit(f"stopped by {STOP[0] if STOP else 'another rank'} in {run['stage']}: checkpoint saved to {path}; "
+                 "continue with --init_from=resume")

@@ -1,23 +1,20 @@
 """
-config.py: the knobs of train.py, typed, with their help text, the two presets, and the checks that refuse a bad
-configuration before any work (`configure` is all of it, for train.py's main), and `make_task`, the problems
-that fit max_new_tokens and block_size to the task. Plumbing, not a concept: read it next to train.py.
+config.py: the knobs of train.py, typed, with their help text; the two presets; and the checks that refuse a bad
+configuration before any work. Plumbing, not a concept: read it next to train.py.
 
 `python train.py --help` prints every field with its default; `--key=value` sets one (unknown keys and badly typed
-values stop with a message). A preset fills in the fields the command line does not set.
+values stop with a message). A preset fills in the fields the command line does not set; on resume, the saved
+run's config does, and the command line's changes are named.
 """
 import dataclasses
 import math
 import os
-import random
 import sys
 from dataclasses import dataclass, field
 
 import torch
 
-from data.tasks import FAMILIES, MODES, generate_problems, demonstration, response, with_mode
-from data.tokenizer import encode
-from verify import MAX_DIGITS, grade
+from data.tasks import FAMILIES
 from advantage import METHODS
 from grpo import KL_KINDS, LOSS_AGGS
 from checkpoint import load_checkpoint
@@ -72,7 +69,7 @@ class Config:
     prompts_per_step: int = knob(16, "P: distinct prompts per RL step")
     group_size: int = knob(8, "G: completions sampled per prompt")
     micro_batch: int = knob(64, "rows per forward/backward (gradients are accumulated to the full batch)")
-    updates_per_batch: int = knob(1, "mu: optimisation passes over each sampled batch (1: on-policy)")
+    updates_per_batch: int = knob(1, "optimisation passes over each sampled batch (1: on-policy)")
     rl_lr: float = knob(1e-4, "RL learning rate (constant after a short warmup; no weight decay)")
     temperature: float = knob(1.0, "sampling temperature during RL")
     think_budget: int = knob(-1, "RL sampling: cut thinking after this many tokens with a forced </think><answer>, "
@@ -142,7 +139,8 @@ def parse_config(argv):
 
 
 def make_config(overrides, device_type, saved=None):
-    """The config: the preset's values (or, on resume, the saved run's config), then the command line's."""
+    """The config: the preset's values (or, on resume, the saved run's config), then the command line's. The
+    preset "auto" is gpu on CUDA, else cpu."""
     preset = overrides.get("preset", saved["preset"] if saved else "auto")
     if preset == "auto":
         preset = "gpu" if device_type == "cuda" else "cpu"
@@ -181,9 +179,10 @@ RULES = {  # field: (test, what the value must be); every float must also be fin
 }
 
 
-def validate(cfg):
-    """Refuse a bad configuration before any work: one rule per field, then the rules between fields. Each
-    message names the field; all of them are printed at once."""
+def validate(cfg, world=1):
+    """Refuse a bad configuration before any work: one rule per field, then the rules between fields (world: the
+    torchrun processes, which split each step's prompts and each pretraining batch). Each message names the field;
+    all of them are printed at once."""
     errors = []
     for name, (test, must) in RULES.items():
         value = getattr(cfg, name)
@@ -199,10 +198,13 @@ def validate(cfg):
     if cfg.advantage != "none" and cfg.group_size < 2:
         errors.append(f"--advantage={cfg.advantage} compares completions within a group: --group_size must be "
                       f">= 2, got {cfg.group_size}")
-    rows = cfg.prompts_per_step * cfg.group_size
+    for name in ("prompts_per_step", "batch_size"):
+        if getattr(cfg, name) % world:
+            errors.append(f"--{name}={getattr(cfg, name)} must divide by the {world} processes")
+    rows = cfg.prompts_per_step // world * cfg.group_size  # this process's rows of a step
     if 1 <= cfg.micro_batch < rows and rows % cfg.micro_batch:
         errors.append(f"--micro_batch={cfg.micro_batch} does not divide the batch --prompts_per_step x "
-                      f"--group_size = {rows}")
+                      f"--group_size = {rows}" + (f" of each of the {world} processes" if world > 1 else ""))
     if cfg.passk_problems > cfg.eval_problems:
         errors.append(f"--passk_problems={cfg.passk_problems} must be <= --eval_problems={cfg.eval_problems}")
     if os.path.exists(cfg.out_dir) and not os.path.isdir(cfg.out_dir):
@@ -216,95 +218,30 @@ def validate(cfg):
         sys.exit("error: " + "\nerror: ".join(errors))
 
 
-def check_world(cfg, world):
-    """Under torchrun the prompts of a step and the sequences of a pretraining batch are split evenly."""
-    errors = []
-    if cfg.prompts_per_step % world:
-        errors.append(f"--prompts_per_step={cfg.prompts_per_step} must divide by the {world} processes")
-    if cfg.batch_size % world:
-        errors.append(f"--batch_size={cfg.batch_size} must divide by the {world} processes")
-    rows = cfg.prompts_per_step // world * cfg.group_size
-    if cfg.prompts_per_step % world == 0 and cfg.micro_batch < rows and rows % cfg.micro_batch:
-        errors.append(f"--micro_batch={cfg.micro_batch} must divide each process's {rows} rows")
-    if errors:
-        sys.exit("error: " + "\nerror: ".join(errors))
-
-
-def fit_to_task(cfg, longest_prompt, longest_response, model_block_size=None, pretrains=True):
-    """Fill in max_new_tokens and block_size when they are 0 (the rounding gives the presets' 80 / 128 and
-    160 / 192; block_size makes room for both needs below), and check that the task fits: sampling needs
-    prompt + max_new_tokens slots, pretraining the prompt and the teacher's whole demonstration
-    (longest_response: the longest in a sample of the task's problems, EOS included; 8 tokens of margin for a
-    longer one the sample missed; only when the run pretrains). With a loaded model the block size is the
-    model's."""
-    if cfg.max_new_tokens == 0:
-        cfg.max_new_tokens = -(-int(1.2 * longest_response) // 16) * 16
-    if model_block_size:
-        if cfg.block_size not in (0, model_block_size):
-            sys.exit(f"error: --block_size={cfg.block_size} cannot apply: the loaded model's is {model_block_size}")
-        cfg.block_size = model_block_size
-    elif cfg.block_size == 0:
-        need = longest_prompt + max(cfg.max_new_tokens, longest_response + 8 if pretrains else 0)
-        cfg.block_size = -(-need // 64) * 64
-    errors = []
-    if longest_prompt + cfg.max_new_tokens > cfg.block_size:
-        errors.append(f"the longest prompt ({longest_prompt} tokens) + --max_new_tokens={cfg.max_new_tokens} "
-                      f"exceeds the block size {cfg.block_size}")
-    if pretrains and cfg.pretrain_steps and longest_prompt + longest_response + 8 > cfg.block_size:
-        errors.append(f"the longest prompt ({longest_prompt} tokens) + the teacher's longest demonstration "
-                      f"({longest_response}) + 8 tokens of margin exceed the block size {cfg.block_size}: raise "
-                      "--block_size, or leave it 0 to fit the task")
-    if errors:
-        sys.exit("error: " + "\nerror: ".join(errors))
-    if cfg.max_new_tokens < longest_response:
-        print(f"note: --max_new_tokens={cfg.max_new_tokens} is shorter than the teacher's longest demonstration "
-              f"({longest_response} tokens): responses that long are truncated and earn nothing")
-    return cfg
-
-
-def pick_device(name):
-    """The torch device and why it was chosen. A device this torch cannot use stops the run with a message."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda"), "CUDA is available"
-        if torch.backends.mps.is_available():
-            return torch.device("mps"), "Apple MPS is available"
-        return torch.device("cpu"), "no GPU found"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        sys.exit(f"error: --device={name!r} is not a torch device (auto, cpu, cuda, cuda:1, mps)")
-    available = dict(cpu=True, cuda=torch.cuda.is_available(), mps=torch.backends.mps.is_available())
-    if not available.get(device.type, False):
-        sys.exit(f"error: --device={name!r}: this machine's torch ({torch.__version__}) cannot run on it")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        sys.exit(f"error: --device={name!r}: there are {torch.cuda.device_count()} CUDA devices")
-    return device, f"--device={name}"
-
-
 TASK_FIELDS = ("seed", "families", "digits", "rl_pool", "thinking")  # they make the problems a run's state refers to
 
 
 def configure(argv):
-    """The preset's values (on resume, the saved run's config), then what the command line names; checked.
-    Returns the config, the device and why it was chosen, the checkpoint to start from (None: scratch), and
-    a note to print (on resume: what the command line changed)."""
+    """The config for a run, and the checkpoint it starts from (None: from scratch). On resume the saved run's
+    config is the base and the command line's changes are printed; a flag that would change the problems or the
+    loaded model's shape is refused."""
     overrides = parse_config(argv)
     resume = overrides.get("init_from") == "resume"
     out_dir = overrides.get("out_dir", Config.out_dir)
     ckpt = load_checkpoint(os.path.join(out_dir, "ckpt.pt")) if resume else None
-    saved = ckpt["config"] if resume else {}
-    device, why = pick_device(overrides.get("device", saved.get("device", "auto")))
-    cfg = make_config(overrides, device.type, saved or None)
-    cfg.out_dir, note = out_dir, ""  # a resumed run goes on where its checkpoint is, wherever it was started
-    validate(cfg)
+    saved = ckpt["config"] if resume else None
+    device = overrides.get("device", saved["device"] if saved else "auto")  # ddp.setup checks it
+    on_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    cfg = make_config(overrides, "cuda" if on_cuda else "cpu", saved)
+    cfg.out_dir = out_dir  # a resumed run goes on where its checkpoint is, wherever it was started
+    validate(cfg, int(os.environ.get("WORLD_SIZE", "1")))
     if resume:
         changed = {k: v for k, v in overrides.items() if k not in ("init_from", "out_dir") and saved.get(k) != v}
         fixed = [f"--{k}" for k in changed if k in TASK_FIELDS]
         if fixed:
             sys.exit(f"error: {' '.join(fixed)} cannot change on resume: the run's state refers to its problems")
-        note = "resuming with the saved config" + "".join(f", --{k}={v} (was {saved.get(k)})"
-                                                          for k, v in changed.items())
+        print("resuming with the saved config" + "".join(f", --{k}={v} (was {saved.get(k)})" for k, v in
+                                                         changed.items()))
     elif cfg.init_from != "scratch":
         ckpt = load_checkpoint(cfg.init_from)
     if ckpt is not None:  # the model's shape is the checkpoint's; a flag that would change it cannot apply
@@ -314,37 +251,4 @@ def configure(argv):
         if bad:
             sys.exit("error: cannot apply to the loaded model: " + ", ".join(bad))
         cfg.n_layer, cfg.n_head, cfg.n_embd = mc["n_layer"], mc["n_head"], mc["n_embd"]
-    return cfg, device, why, ckpt, note
-
-
-def make_task(cfg, model_block_size=None, pretrains=True):
-    """The held-out problems (distinct) and RL's pool, with their prompts' token ids; fits max_new_tokens and
-    block_size to the task (config.fit_to_task) from the longest prompt and the teacher's longest response.
-    With --thinking=fusion the held-out prompts ask for /think and the pool holds each problem in both modes."""
-    families = cfg.families.split(",")
-    try:
-        eval_set = generate_problems(cfg.eval_problems, seed=cfg.seed + 1, split="test", families=families,
-                                     digits=cfg.digits, distinct=True)
-        pool = generate_problems(cfg.rl_pool, seed=cfg.seed + 2, families=families, digits=cfg.digits)
-    except ValueError as e:
-        sys.exit(f"error: {e} (--eval_problems, --rl_pool, --digits)")
-    if cfg.thinking == "fusion":
-        eval_set, pool = [with_mode(p, "think") for p in eval_set], [with_mode(p, m) for p in pool for m in MODES]
-    for p in pool + eval_set:  # a task whose right answers earn nothing would train on nothing, silently
-        try:
-            refused = not grade(response("", p.answer), p.answer).correct
-        except ValueError:  # the verifier cannot even read it as a truth
-            refused = True
-        if refused:
-            sys.exit(f"error: the verifier cannot grade this task (--families={cfg.families} --digits={cfg.digits}): "
-                     f"it refuses the right answer {p.answer[:24]!r}{'...' if len(p.answer) > 24 else ''} (it reads "
-                     f"at most {MAX_DIGITS} digits per number), so no response could ever earn a reward")
-    eval_ids, pool_ids = [encode(p.prompt) for p in eval_set], [encode(p.prompt) for p in pool]
-    rng = random.Random(0)  # the teacher's responses with and without a slip
-    longest = max(len(encode(demonstration(p, rng, 1.0, e)[0])) + 1 for p in pool + eval_set for e in (0, 1))
-    shortest = min(len(encode(response("", p.answer))) + 1 for p in pool + eval_set)  # a direct answer, EOS
-    if 0 < cfg.max_new_tokens < shortest:
-        sys.exit(f"error: --max_new_tokens={cfg.max_new_tokens} is shorter than the teacher's shortest response "
-                 f"({shortest} tokens with EOS): every response would be cut off and earn 0")
-    fit_to_task(cfg, max(map(len, eval_ids + pool_ids)), longest, model_block_size, pretrains)
-    return eval_set, eval_ids, pool, pool_ids
+    return cfg, ckpt

@@ -22,13 +22,27 @@ import torch
 import torch.distributed as dist
 
 
-def setup(device):
-    """(rank, world_size, device). Under torchrun (WORLD_SIZE > 1) this joins the process group, with gloo on CPU
-    and nccl on CUDA, gives each rank the GPU of its LOCAL_RANK, and silences stdout on every rank but 0 (errors
-    still reach stderr from all of them)."""
+def setup(name):
+    """(rank, device, why it was chosen) for this process. name: auto (cuda, then mps, then cpu) or a torch device
+    string; one this machine's torch cannot use stops the run with a message. Under torchrun (WORLD_SIZE > 1) this
+    joins the process group, with gloo on CPU and nccl on CUDA, gives each rank the GPU of its LOCAL_RANK, and
+    silences stdout on every rank but 0 (errors still reach stderr from all of them)."""
+    available = dict(cpu=True, cuda=torch.cuda.is_available(), mps=torch.backends.mps.is_available())
+    if name == "auto":
+        kind = next(k for k in ("cuda", "mps", "cpu") if available[k])
+        device, why = torch.device(kind), {"cuda": "CUDA is available", "mps": "Apple MPS is available",
+                                           "cpu": "no GPU found"}[kind]
+    else:
+        try:
+            device, why = torch.device(name), f"--device={name}"
+        except RuntimeError:
+            sys.exit(f"error: --device={name!r} is not a torch device (auto, cpu, cuda, cuda:1, mps)")
+        if not available.get(device.type, False) or (device.type == "cuda" and (device.index or 0) >=
+                                                      torch.cuda.device_count()):
+            sys.exit(f"error: --device={name!r}: this machine's torch ({torch.__version__}) cannot run on it")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
-        return 0, 1, device
+        return 0, device, why
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
@@ -37,7 +51,7 @@ def setup(device):
     if dist.get_rank():
         sys.stdout = open(os.devnull, "w")
     print(f"torchrun: {world} processes, backend {backend} (nccl on CUDA, gloo on CPU)")
-    return dist.get_rank(), world, device
+    return dist.get_rank(), device, why
 
 
 def world_size():

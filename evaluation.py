@@ -1,6 +1,6 @@
 """
-evaluation.py: how a run is measured. The verifier grades every response (`judge`); on held-out problems the
-model answers greedily (`evaluate`), and from G samples per problem we estimate pass@k.
+evaluation.py: how a run is measured. On held-out problems the model answers greedily and the verifier grades
+every answer (`evaluate`), and from G samples per problem we estimate pass@k.
 
 The idea: RL is judged on problems no training step can see, greedily (one answer, no luck), and by pass@k, the
 chance that at least one of k samples is right. pass@G near pass@1 means the policy has become sure of itself;
@@ -11,20 +11,23 @@ A response counts only if it ended with EOS: a truncated one is never right, wha
 
 Thinking on and off (`--thinking=fusion`, Qwen3's thinking-mode fusion): one model answers /think prompts with a
 worked solution and /no_think prompts directly. `mode_sweep` measures both modes, and /think under a thinking
-budget of N tokens (sample.py cuts the thought and forces `</think><answer>`): accuracy against the think
-tokens actually used is the latency/accuracy trade-off the flag and the budget let a user choose.
+budget of N tokens (`cut_thinking`: sample.py forces `</think><answer>`): accuracy against the think tokens
+actually used is the latency/accuracy trade-off the flag and the budget let a user choose. `thinking_modes` runs
+that sweep at the end of a --thinking=fusion run, prints it, draws it and returns its summary fields.
 
-Run: used by train.py; `python -m pytest tests/test_train.py -k "judge or evaluate or pass_at_k or thinks"`.
+Run: used by train.py; `python -m pytest tests/test_train.py -k "evaluate or pass_at_k or thinks"`.
 Shapes: B rows.
 """
 import math
+import time
 
 import torch
 
-from sample import sample
-from data.tokenizer import encode, decode, EOS_ID, PAD_ID, THINK, END_THINK, ANSWER
+from sample import budget_rule, sample
+from data.tokenizer import encode, EOS_ID, PAD_ID, THINK, END_THINK, ANSWER
 from data.tasks import with_mode
-from verify import WS, grade
+from verify import WS, grade_samples
+from plot import mode_figure
 
 BUDGETS = (0, 2, 4, 8, 16, 32, None)  # think tokens allowed in the budget sweep; None: unlimited
 
@@ -42,9 +45,12 @@ def think_tokens(text):
     return len(encode(text.split(END_THINK)[0][len(THINK):])) if text.startswith(THINK) else 0
 
 
-def think_budget(n):
-    """sample()'s budget for n think tokens: after <think> and n more, force </think><answer> (None: no budget)."""
-    return None if n is None else (n, encode(THINK)[0], encode(END_THINK + ANSWER))
+def cut_thinking(think_budget):
+    """sample()'s force rule for a thinking budget: after <think> and think_budget more tokens, a row that has not
+    closed its thought is handed </think><answer> (None: no budget, no rule)."""
+    if think_budget is None:
+        return None
+    return budget_rule(think_budget, encode(THINK)[0], encode(END_THINK + ANSWER))
 
 
 def pass_at_k(n, c, k):
@@ -52,46 +58,36 @@ def pass_at_k(n, c, k):
     return 1.0 if n - c < k else 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
-def judge(samples, answers, check_form=True):
-    """A Samples batch's responses decoded (without the EOS the verifier must not see) and graded against
-    answers (one per row; check_form: see verify.grade). Returns texts, grades and correct (B,) on the CPU: the
-    right answer *and* an EOS."""
-    rows = samples.tokens[:, samples.prompt_len:].tolist()
-    texts = [decode(row[:n - fin]) for row, n, fin in zip(rows, samples.lengths.tolist(), samples.finished.tolist())]
-    grades = [grade(t, a, check_form) for t, a in zip(texts, answers)]
-    return texts, grades, torch.tensor([g.correct for g in grades]) & samples.finished.cpu()  # correct: (B,)
-
-
 def evaluate(model, problems, prompt_ids, max_new_tokens, passk_problems=0, group_size=8, temperature=1.0,
-             seed=0, budget=None):
+             seed=0, think_budget=None):
     """On held-out problems (and their prompts' token ids): greedy accuracy, overall and per family, think share,
-    think tokens and response length, thinking cut at `budget` tokens if given (None: no cut); with
-    passk_problems, pass@1 and pass@G from G = group_size samples of the first passk_problems at `temperature`
-    (their own generator, from `seed`, so an eval never moves training's)."""
+    think tokens, response length and the share of answers equal to the truth but not expanded (poly's echo),
+    thinking cut at think_budget tokens if given; with passk_problems, pass@1 and pass@G from G = group_size
+    samples of the first passk_problems at `temperature` (their own generator, from `seed`, so an eval never
+    moves training's)."""
     model.eval()
     correct, think, think_len, lengths, unexpanded = {p.family: [] for p in problems}, [], [], [], []
     for i in range(0, len(problems), 256):
         chunk = problems[i:i + 256]
         samples = sample(model, prompt_ids[i:i + 256], 1, max_new_tokens, temperature=0, eos_id=EOS_ID,
-                         pad_id=PAD_ID, budget=think_budget(budget))
-        texts, grades, ok = judge(samples, [p.answer for p in chunk])
-        unexpanded += [g.reason == "not_expanded" for g in grades]
-        for p, text, c, n in zip(chunk, texts, ok.tolist(), samples.lengths.tolist()):
-            correct[p.family].append(c)
+                         pad_id=PAD_ID, force=cut_thinking(think_budget))
+        texts, grades = grade_samples(samples, [p.answer for p in chunk])
+        for p, text, g, n in zip(chunk, texts, grades, samples.lengths.tolist()):
+            correct[p.family].append(g.correct)
             think.append(thinks(text))
             think_len.append(think_tokens(text))
             lengths.append(n)
+            unexpanded.append(g.reason == "not_expanded")
     out = dict(acc=sum(map(sum, correct.values())) / len(problems),
                **{f"acc_{f}": sum(v) / len(v) for f, v in correct.items()},
                think_share=sum(think) / len(think), think_len=sum(think_len) / len(think_len),
-               response_len=sum(lengths) / len(lengths))
-    if "acc_poly" in out:  # equal to the truth but not expanded: the echoed question, with check_form off in RL
-        out["unexpanded"] = sum(unexpanded) / len(unexpanded)
+               response_len=sum(lengths) / len(lengths), unexpanded=sum(unexpanded) / len(unexpanded))
     if passk_problems:
         G, chunk = group_size, problems[:passk_problems]
         samples = sample(model, prompt_ids[:passk_problems], G, max_new_tokens, temperature=temperature,
                          eos_id=EOS_ID, pad_id=PAD_ID, generator=torch.Generator().manual_seed(seed))
-        c = judge(samples, [p.answer for p in chunk for _ in range(G)])[2].view(-1, G).sum(1).tolist()  # right of G
+        grades = grade_samples(samples, [p.answer for p in chunk for _ in range(G)])[1]
+        c = [sum(g.correct for g in grades[j * G:(j + 1) * G]) for j in range(len(chunk))]  # right of G, per problem
         out.update({f"pass@{k}": sum(pass_at_k(G, ci, k) for ci in c) / len(c) for k in (1, G)})
     return out
 
@@ -102,7 +98,7 @@ def mode_sweep(model, problems, max_new_tokens, budgets=BUDGETS):
     rows = []
     for mode, n in [("no_think", None)] + [("think", n) for n in budgets]:
         flagged = [with_mode(p, mode) for p in problems]
-        ev = evaluate(model, flagged, [encode(p.prompt) for p in flagged], max_new_tokens, budget=n)
+        ev = evaluate(model, flagged, [encode(p.prompt) for p in flagged], max_new_tokens, think_budget=n)
         rows.append(dict(mode=mode, budget=n, acc=ev["acc"], think_share=ev["think_share"], think_len=ev["think_len"]))
     return rows
 
@@ -120,9 +116,24 @@ def show_sweep(before, after):
         print(f"  {'/' + b['mode']:10s}{budget:>8s}{cells[0]:>24s}{cells[1]:>24s}")
 
 
+def thinking_modes(model, problems, max_new_tokens, before, rl_ran, log, figure=None):
+    """The end of a --thinking=fusion run: the mode sweep after RL (the same as before, if RL did not run) next to
+    the one before it, printed, logged (stage "modes"), drawn to `figure` (a path; None: no figure). Returns the
+    summary's fields: /no_think's accuracy before and after, how often it still thinks, the sweep's seconds."""
+    t0 = time.time()
+    after = mode_sweep(model, problems, max_new_tokens) if rl_ran else before
+    sweep_s = time.time() - t0
+    show_sweep(before, after)
+    log(dict(stage="modes", before=before, after=after))
+    if figure:
+        mode_figure(before, after, figure)
+    return dict(no_think_acc_before=before[0]["acc"], no_think_acc_after=after[0]["acc"],
+                no_think_think_share_after=after[0]["think_share"], sweep_s=round(sweep_s, 1))
+
+
 def show_eval(name, ev):
     families = [k[4:] for k in ev if k.startswith("acc_")]
     print(f"{name}: greedy acc {ev['acc']:.3f} (" + " ".join(f"{f} {ev['acc_' + f]:.3f}" for f in families) +
           f") | think share {ev['think_share']:.2f} | response length {ev['response_len']:.1f}" +
-          (f" | unexpanded {ev['unexpanded']:.2f}" if "unexpanded" in ev else "") +
+          (f" | unexpanded {ev['unexpanded']:.2f}" if "acc_poly" in ev else "") +
           "".join(f" | {k} {v:.3f}" for k, v in ev.items() if k.startswith("pass@")))

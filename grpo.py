@@ -112,14 +112,14 @@ def masked_mean(x, mask, dim=None):
 LOSS_AGGS = ("seq-mean-token-mean", "token-mean", "seq-sum-constant")
 
 
-def grpo_loss(logprobs, old_logprobs, advantages, mask, ref_logprobs=None, clip_eps=0.2, clip_eps_high=None,
+def grpo_loss(logprobs, old_logprobs, advantages, mask, ref_logprobs=None, clip_eps=0.2, clip_eps_high=0.0,
               kl_coef=0.0, loss_agg="seq-mean-token-mean", max_len=None, num_rows=None, num_tokens=None,
               kl_kind="k3"):
     """The clipped GRPO loss. Returns (loss, stats).
 
     logprobs (B, T) with gradient, old_logprobs and ref_logprobs (B, T) without, advantages (B,), mask (B, T)
     bool or {0, 1}: true on response tokens (EOS included), false on prompt and padding.
-    clip_eps: eps_low (and eps_high unless clip_eps_high is given: DAPO's clip-higher uses 0.28).
+    clip_eps: eps_low (and eps_high unless clip_eps_high > 0: DAPO's clip-higher uses 0.28).
     loss_agg: see the module docstring; seq-sum-constant needs max_len (max_new_tokens).
     kl_kind: the estimator in the loss (k3, GRPO's, by default; module docstring: the gradient each follows).
     Micro-batching: num_rows and num_tokens are the *full* batch's row count and unmasked-token count
@@ -140,7 +140,7 @@ def grpo_loss(logprobs, old_logprobs, advantages, mask, ref_logprobs=None, clip_
         raise ValueError(f"advantages must have shape (B,) = ({logprobs.shape[0]},), one per row; got "
                          f"{tuple(advantages.shape)}")
     mask = mask.bool()
-    eps_low, eps_high = clip_eps, (clip_eps if clip_eps_high is None else clip_eps_high)
+    eps_low, eps_high = clip_eps, clip_eps_high or clip_eps
     adv = advantages[:, None].to(logprobs.dtype)  # (B, 1)
 
     log_ratio = torch.where(mask, logprobs - old_logprobs, torch.zeros_like(logprobs))  # (B, T)

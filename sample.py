@@ -19,10 +19,11 @@ Randomness and log-probs:
     mass it draws from would always say 0.
  3. No top-k or top-p: they sample from a truncated distribution, and the trainer, which scores the full one,
     would then see ratios below 1 on every token of an "on-policy" batch.
- 4. A thinking budget (Qwen3's "termination string"): with `budget`, a row that has thought for n tokens is
-    handed `</think><answer>` and answers from what it has so far. Those tokens were not sampled, so they are
-    not the policy's actions: mask 0 (the loss skips them) and log-prob 0. The rest of the row is sampled
-    exactly as if the forced prefix had been part of the prompt (tests/test_sample.py checks that).
+ 4. Forced tokens (`force`): a rule, called after every step with the completions so far, may hand a row tokens
+    to append next: a thinking budget's `</think><answer>` (Qwen3's "termination string", evaluation.cut_thinking)
+    or a tool's output. They were not sampled, so they are not the policy's actions: mask 0 (the loss skips them)
+    and log-prob 0. The rest of the row is sampled exactly as if they had been part of the prompt
+    (tests/test_sample.py checks that).
 
 Speed: a decode step does little arithmetic per byte it reads (each weight meets only B rows, each cached key
 one query), so it is bound by memory reads. The loop asks the device nothing per step on CUDA (`stop_every`),
@@ -44,9 +45,9 @@ from model import GPT, GPTConfig, positions
 @dataclass
 class Samples:
     tokens: torch.Tensor     # (B, L) long: left-padded prompt, then the completion, then pad_id
-    valid: torch.Tensor      # (B, L) bool: real tokens (prompt and completion up to EOS): the model's key mask
+    key_mask: torch.Tensor   # (B, L) bool: real tokens (prompt and completion up to EOS), the model's key mask
     mask: torch.Tensor       # (B, L) float: the loss mask, 1 on the tokens the policy drew (up to and including
-                             # EOS); 0 on the prompt, the padding and tokens forced by a budget
+                             # EOS); 0 on the prompt, the padding and forced tokens
     logprobs: torch.Tensor   # (B, L) float: log-prob of each generated token as sampled (0 where mask is 0)
     finished: torch.Tensor   # (B,) bool: ended with EOS (False: truncated at max_new_tokens)
     lengths: torch.Tensor    # (B,) long: completion lengths, EOS and forced tokens included
@@ -90,15 +91,15 @@ def decode_step(model, tok, pos, key_mask, cache, start):
 
 @torch.no_grad()
 def sample(model, prompts, group_size, max_new_tokens, temperature=1.0, eos_id=None, generator=None, pad_id=0,
-           uniforms=None, budget=None):
+           uniforms=None, force=None):
     """prompts: P lists of token ids (lengths may differ). Returns Samples for B = P·group_size rows, the G rows
     of prompt p consecutive (rows p·G ... p·G + G − 1). The uniforms (B, max_new_tokens) the rows draw with come
     from `generator`, unless given. Put the model in eval mode first: dropout would make the returned log-probs
     disagree with the distribution the tokens were drawn from.
-    budget = (n, open_id, forced_ids) cuts thinking short: a row that has written open_id and then n more tokens,
-    none of them forced_ids[0], is given forced_ids as its next tokens (e.g. </think><answer>) and goes on
-    sampling from there. Forced tokens use up their steps' uniforms, count in `lengths`, and have mask 0 and
-    log-prob 0: the policy did not choose them."""
+    force: None, or a rule force(completions) -> {row: [token ids]}, called after every step with the completions
+    so far (B, t) long, forced tokens included; each listed row is handed those tokens as its next ones. Forced
+    tokens use up their steps' uniforms, count in `lengths`, and have mask 0 and log-prob 0: the policy did not
+    choose them."""
     if len(prompts) == 0 or min(len(p) for p in prompts) == 0:
         raise ValueError("sample() needs at least one prompt, and no prompt may be empty")
     if group_size < 1 or max_new_tokens < 1:
@@ -120,58 +121,61 @@ def sample(model, prompts, group_size, max_new_tokens, temperature=1.0, eos_id=N
 
     # Left-pad the prompts so every row's completion starts at column Lp.
     prompt = torch.tensor([[pad_id] * (Lp - len(p)) + list(p) for p in prompts], device=device)  # (P, Lp)
-    pvalid = torch.tensor([[False] * (Lp - len(p)) + [True] * len(p) for p in prompts], device=device)  # (P, Lp)
+    prompt_mask = torch.tensor([[False] * (Lp - len(p)) + [True] * len(p) for p in prompts], device=device)  # (P, Lp)
     tokens = torch.full((B, Lp + N), pad_id, dtype=torch.long, device=device)  # (B, L)
     tokens[:, :Lp] = prompt.repeat_interleave(G, dim=0)
-    valid = torch.zeros(B, Lp + N, dtype=torch.bool, device=device)  # (B, L)
-    valid[:, :Lp] = pvalid.repeat_interleave(G, dim=0)
+    key_mask = torch.zeros(B, Lp + N, dtype=torch.bool, device=device)  # (B, L)
+    key_mask[:, :Lp] = prompt_mask.repeat_interleave(G, dim=0)
     logprobs = torch.zeros(B, Lp + N, device=device)  # (B, L)
-    pos = positions(valid[:, :Lp])[:, -1] + 1  # (B,) position of the first new token
-    keys = valid.clone()  # (B, L) key mask for decoding: completions count as real even after they finish
+    pos = positions(key_mask[:, :Lp])[:, -1] + 1  # (B,) position of the first new token
+    keys = key_mask.clone()  # (B, L) key mask for decoding: completions count as real even after they finish
     keys[:, Lp:] = True
     done = torch.zeros(B, dtype=torch.bool, device=device)  # (B,)
     chosen = torch.ones(B, Lp + N, dtype=torch.bool, device=device)  # (B, L) False where a token was forced
-    if budget is not None:
-        n_think, open_id, forced = budget[0], budget[1], torch.tensor(budget[2], device=device)  # forced: (F,)
-        since = torch.full((B,), -1, device=device)  # (B,) tokens written since open_id; -1: not opened
-        closed = torch.zeros(B, dtype=torch.bool, device=device)  # (B,) wrote forced[0], or was given it
-        step = torch.full((B,), -1, device=device)  # (B,) which forced token comes next; -1: none
+    pending = [[] for _ in range(B)]  # per row, the forced tokens still to hand over
 
-    cache, logits = prefill(model, prompt, pvalid, G, Lp + N)
+    cache, logits = prefill(model, prompt, prompt_mask, G, Lp + N)
     stop_every = 1 if device.type == "cpu" else 16  # asking whether all rows are done syncs a GPU with the host
     for t in range(N):
         tok, lp = draw(logits, u[:, t], temperature)  # (B,), (B,)
-        if budget is not None:
-            tok, lp, chosen[:, Lp + t] = force_budget(tok, lp, since, closed, step, n_think, open_id, forced)
+        if force is not None:
+            tok, lp = hand_over(pending, tok, lp, chosen[:, Lp + t])
         tok = tok.masked_fill(done, pad_id)  # finished rows stop changing
         tokens[:, Lp + t] = tok
         logprobs[:, Lp + t] = lp.masked_fill(done, 0.0)
-        valid[:, Lp + t] = ~done
+        key_mask[:, Lp + t] = ~done
         if eos_id is not None:
             done = done | (tok == eos_id)
+        if force is not None:
+            for r, ids in force(tokens[:, Lp:Lp + t + 1]).items():
+                pending[r].extend(ids)
         if t == N - 1 or (eos_id is not None and (t + 1) % stop_every == 0 and bool(done.all())):
             break
         logits = decode_step(model, tok, pos + t, keys[:, :Lp + t + 1], cache, Lp + t)  # (B, V)
-    mask = valid & chosen
+    mask = key_mask & chosen
     mask[:, :Lp] = False
-    lengths = valid[:, Lp:].sum(1)  # (B,)
+    lengths = key_mask[:, Lp:].sum(1)  # (B,)
     L = Lp + int(lengths.max())  # trim the columns no row reached
-    return Samples(tokens[:, :L], valid[:, :L], mask[:, :L].float(), logprobs[:, :L], done, lengths, Lp)
+    return Samples(tokens[:, :L], key_mask[:, :L], mask[:, :L].float(), logprobs[:, :L], done, lengths, Lp)
 
 
-def force_budget(tok, lp, since, closed, step, n_think, open_id, forced):
-    """One decode step of the thinking budget: rows in the middle of a forced string get its next token (log-prob
-    0) instead of their draw, and rows that used up their n_think tokens start on it at the next step. Updates
-    since, closed and step (B,) in place. Returns the tokens (B,), their log-probs (B,) and which were chosen."""
-    forcing = step >= 0  # (B,)
-    tok = torch.where(forcing, forced[step.clamp(min=0)], tok)  # (B,)
-    lp = lp.masked_fill(forcing, 0.0)  # (B,) the policy chose none of the forced tokens
-    step += forcing.long()  # rows in the forced string move on to its next token ...
-    step.masked_fill_(step == len(forced), -1)  # ... and are done with it after the last
-    closed |= tok == forced[0]
-    since.copy_(torch.where(since >= 0, since + 1, torch.where(tok == open_id, 0, since)))
-    step.masked_fill_(~forcing & ~closed & (since == n_think), 0)  # out of budget: force from the next step
-    return tok, lp, ~forcing
+def hand_over(pending, tok, lp, chosen):
+    """Rows with forced tokens pending take the next one instead of their draw: tok and lp (B,) get it and log-prob
+    0, chosen (B,) False. pending (one list per row) is consumed in place."""
+    for r, queue in enumerate(pending):
+        if queue:
+            tok[r], lp[r], chosen[r] = queue.pop(0), 0.0, False
+    return tok, lp
+
+
+def budget_rule(n, open_id, forced):
+    """A force rule for sample(): a row that has written open_id and then n more tokens, none of them forced[0],
+    is handed `forced` (a thinking budget: after <think> and n tokens, </think><answer>)."""
+    def force(completions):  # (B, t)
+        opened = (completions == open_id).cumsum(1) > 0  # (B, t) from the first open_id on
+        fire = (opened.sum(1) - 1 == n) & ~(completions == forced[0]).any(1)  # (B,) n tokens since, never closed
+        return {r: list(forced) for r in fire.nonzero()[:, 0].tolist()}
+    return force
 
 
 if __name__ == "__main__":
@@ -181,7 +185,7 @@ if __name__ == "__main__":
         model.transformer.wte.weight.mul_(4)
     s = sample(model, [[1, 2, 3]], group_size=4, max_new_tokens=6, eos_id=0, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():  # what the trainer will compute for the same tokens, in one forward pass
-        full = F.log_softmax(model(s.tokens, pos=positions(s.valid), key_mask=s.valid), -1)  # (B, L, V)
+        full = F.log_softmax(model(s.tokens, pos=positions(s.key_mask), key_mask=s.key_mask), -1)  # (B, L, V)
     full = full[:, :-1].gather(-1, s.tokens[:, 1:, None])[..., 0]  # (B, L-1) log-prob of each next token
     print(f"prompt [1, 2, 3], G=4, EOS=0; {'row':>3}  completion  |  sampler's log-probs  |  full forward's")
     for r in range(4):

@@ -1,67 +1,45 @@
 """
 verify.py: the reward. An exact checker of `<think>...</think><answer>...</answer>` that never evaluates.
 
-The idea: in RLVR the verifier *is* the reward, R(x, y) = grade(y, truth).correct in {0, 1}, so every hole in
-it is a reward the policy will learn to collect. Model text is therefore untrusted input: it is read by a tiny
-grammar under hard caps, and nothing in it is ever evaluated.
+The idea: in RLVR the verifier *is* the reward, R(x, y) = grade(y, truth).correct in {0, 1}, so every hole in it
+is a reward the policy will learn to collect. The whole rule:
+ 1. The format: exactly one <think>...</think> (may be empty, holds no tag), then exactly one <answer>...</answer>,
+    with only ASCII whitespace before, between and after. Tags are case-sensitive.
+ 2. One answer: between the answer tags, ONE number literal (12, 005, +12, -0.5, .5, 7/2, \\frac{7}{2}),
+    optionally in \\boxed{...}, $...$ and after `x = `; for a polynomial truth, ONE expression of the small
+    grammar at the end of this file ("Expand (x+3)(x-2)." -> x^2+x-6).
+ 3. Compared exactly: numbers as fractions (1/2 == 0.5 == 2/4, no float tolerance: 0.333 is not 1/3),
+    polynomials as polynomials over the integers, and an expand task's answer must also be expanded: the
+    question echoed back, (x+3)(x-2), *equals* the truth, so a grader of value alone pays for the echo.
+Model text is untrusted input: it is read by a tiny grammar under hard caps, and nothing in it is ever evaluated.
 
 Contract
     grade(response, truth, check_form=True) -> Grade(correct, formatted, reason, answer)
     Grade.reward(format_bonus=0.0) = 1.0 * correct + format_bonus * formatted
-  response   the decoded text after the prompt, end-of-text token already stripped.
-  truth      one number, or one polynomial in x in expanded form, read by the same grammar and caps as an answer
-             (below): "132", "-38", "7/2", "2x^2-x-15" from our task generator, and also "0.5", "+5", "005",
-             "\\frac{7}{2}", "x**2 - 1" from other data. A truth that is neither ("", "abc", "1/0", "2+3",
-             "(x+1)(x-1)", "y^2", None) raises ValueError, whatever the response: it is a bug in the data, not a
-             bad sample. A truth that reads as a number is a number; one of degree >= 1 in x is a polynomial.
-  format     exactly one <think>...</think> (may be empty, holds no tag), then exactly one <answer>...</answer>,
-             with only ASCII whitespace before, between and after. Tags are case-sensitive.
-  answer     number truth: ONE number literal: 12, 005, +12, -0.5, .5, 5., 7/2, 14/4, \\frac{7}{2} (or \\dfrac),
-             optionally wrapped, at most once each and in any order, in \\boxed{...}, $...$ and an `x = ` prefix.
-             Values compare as exact fractions: 1/2 == 0.5 == 2/4 == .5, 5 == 5.0 == 005 == +5, -0 == 0.
-             polynomial truth: ONE expression of the grammar below, optionally in \\boxed{...} and/or $...$.
-  formatted  the tags are right AND the answer is one number (for a polynomial truth: one expression), right or
-             wrong. A bonus for tags around anything at all would pay the policy for junk; correct implies formatted.
+  response   the decoded text after the prompt, end-of-text token already stripped (`grade_samples` does it).
+  truth      one number, or one expanded polynomial in x, read by the answers' own grammar; a truth that is
+             neither ("", "abc", "1/0", "2+3", "(x+1)(x-1)", None) raises ValueError: a bug in the data.
+  formatted  the tags are right AND the answer is one number (one expression), right or wrong: a bonus for tags
+             around anything would pay for junk. correct implies formatted.
   reason     ok, wrong_value, not_expanded (formatted); too_long, too_complex, empty, bad_chars, no_tags,
              repeated_tags, bad_order, text_outside, multiple_values, unknown_symbol, unparseable (not formatted).
-             not_expanded: equal to the truth, but not in expanded form. too_complex: over a cap on nesting,
-             exponent, degree or coefficient size. unknown_symbol: a name other than x (y, xx, exp, __import__).
+             not_expanded: equal to the truth but not in expanded form (correct only with check_form=False, the
+             hackable grader kept to show the hack). too_complex: over a cap on nesting, exponent, degree or
+             coefficient size. unknown_symbol: a name other than x (y, xx, exp, __import__).
 
-Numbers. Rejected, never evaluated: expressions (37*41, 2+3: they echo the question and are right for free),
-scientific notation (1e5, 10^5: our answers never need it, and refusing exponents is the cheapest exponent
-cap), 1,000 (a comma reads as a hedge), %, units, words, nan/inf/oo, non-ASCII digits (int() would accept
-Arabic-Indic and fullwidth ones), control characters. Caps, checked before any conversion: 4096 characters per
-response, 100 per answer, 40 digits per number (per run of digits: 123/456 and 1.5 are two numbers).
-
-Polynomials ("Expand (x+3)(x-2)." -> "x^2+x-6"). The answer is read by our own recursive-descent parser:
-    sum     := [+|-] product {(+|-) product}    one sign per term: +-, -- and x*-5 are refused
-    product := power {[*] power}                without *, a power starting with x or ( : 3x, 2(x+1), x(x+1)
-    power   := atom [^ k]                       k a literal integer 0..10; ** is read as ^; x^9^9, x^-1 refused
-    atom    := integer | x | ( sum )
-  Integers only: no division (x/2), no decimals (x^0.5, 0.5x), unparseable. The one name is x: y, X, xx, exp(x)
-  are unknown_symbol. Caps, checked before anything is computed: the number caps, 50 tokens, parentheses 8 deep,
-  and two bounds carried up the parse tree, degree (sum: max, product: sum, power: times k) <= 20 and coefficient
-  size in bits (of the sum of |coefficients|: sum: max + 1, product: sum, power: times k) <= 512, so every
-  product and power that follows is of small polynomials. Parsing builds sympy polynomials (Poly over ZZ, from
-  Integer and Symbol) as it goes; no model text ever reaches sympify, parse_expr or eval.
-  Correct = equal to the truth as polynomials AND in expanded form. The form rule: a sum of monomials c, x^k or
-  c*x^k (c and k integer literals, c first; * optional, 1x, x^1 and ** accepted), no parentheses, each power of
-  x at most once (like terms collected, 0x allowed), terms in any order.
-  Why the form is part of the answer: (x+3)(x-2) equals x^2+x-6, so a grader that accepts any equivalent
-  expression (check_form=False, kept to show this) pays the policy for echoing the question. That is the reward
-  hack in miniature; `python verify.py` shows the echo refused.
+Numbers are refused, never evaluated, when they are expressions (37*41 echoes the question), scientific notation
+(1e5), 1,000, %, units, words, nan/inf, non-ASCII digits (int() would read Arabic-Indic ones) or control
+characters. Caps, checked before any conversion: 4096 characters per response, 100 per answer, 40 digits per run
+of digits.
 
 How this differs from common graders
-  1. R1 / CS336-style: they find the closing tags as substrings and tolerate text before, between or after
-     them. Here any stray text, second answer or missing tag makes the response unformatted: each is a loophole.
-  2. sympify-based (Math-Verify style, most R1 graders): they normalise the answer string, hand it to sympy's
-     parser and ask whether it equals the truth. That parser evaluates its input (9**9**9 never returns, and
-     parse_expr runs eval), and equivalence alone pays for any expression with the right value, the question
-     itself included. Here a number is one literal, an expression is our bounded grammar, and form counts.
-  3. Exact rationals and exact integer polynomials, no float tolerance: 0.333 is not 1/3.
-  4. Every step is bounded: a 1 MB response, 9**9**9**9 or (x+1)^10^10 costs microseconds, and the costliest
-     polynomial the caps allow a fraction of a millisecond (`python bench/verify.py` prints the worst case over
-     the tests' hostile cases and a fuzzer; the tests require under 10 ms).
+  1. R1 / CS336-style graders find the closing tags as substrings and tolerate text around them. Here any stray
+     text, second answer or missing tag makes the response unformatted: each is a loophole.
+  2. sympify-based graders (Math-Verify style) hand the answer string to sympy's parser, which evaluates it
+     (9**9**9 never returns; parse_expr runs eval), and pay for any expression of the right value, the question
+     itself included. Here a number is one literal, an expression our bounded grammar, and form counts.
+  3. Every step is bounded: a 1 MB response or (x+1)^10^10 costs microseconds (`python bench/verify.py` prints
+     the worst case over the tests' hostile cases and a fuzzer).
 
 Run: `python verify.py` prints example responses, hostile ones included, with grade, reward and time taken.
 """
@@ -70,40 +48,16 @@ import time
 from dataclasses import dataclass
 from fractions import Fraction
 
-import sympy
+from data.tokenizer import decode
 
 MAX_RESPONSE_CHARS = 4096  # our responses are a few hundred characters; longer is a runaway, and caps all scans
 MAX_ANSWER_CHARS = 100     # $\boxed{x = \frac{-123456}{7890}}$ is 33; room for spaces, none for programs
 MAX_DIGITS = 40            # per number (run of digits); str -> int is quadratic in length, 40 keeps it cheap
-MAX_TOKENS = 50            # per expression; x^2+x-6 is 7, a long expanded answer about 20
-MAX_DEPTH = 8              # parentheses; each level costs four Python frames, and an expanded answer needs none
-MAX_EXPONENT = 10          # a literal, so no tower (9**9**9) parses; with the next two caps no power is ever big
-MAX_DEGREE = 20            # of any part of an expression, bounded as it is parsed: (x+1)^10(x+1)^10 is the limit
-MAX_BITS = 512             # bound on log2(sum of |coefficients|) of any part: ((9^9)^9)^9 has degree 0 but not this
 
 TAGS = ("<think>", "</think>", "<answer>", "</answer>")
 EOT = "<|endoftext|>"
 WS = " \t\n\r"  # str.strip() alone would also eat unicode spaces and \x1c-\x1f
 FORMATTED = ("ok", "wrong_value", "not_expanded")
-X = sympy.Symbol("x")
-ONE = sympy.Poly(sympy.Integer(1), X, domain=sympy.ZZ)  # every Poly below is made from these two by arithmetic
-POLY_X = sympy.Poly(X, X, domain=sympy.ZZ)              # (5x faster than calling Poly's constructor each time)
-REFUSED = ("unparseable", "unknown_symbol", "too_long", "too_complex")  # what the expression parser raises
-
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # C0/C1 controls except \t \n \r
-# [0-9], never \d, and re.ASCII throughout: otherwise \d, \s and \b also match look-alike digits and spaces
-_X_PREFIX = re.compile(r"x\s*=\s*", re.ASCII)
-_DECIMAL = re.compile(r"([-+]?)([0-9]*)(?:\.([0-9]*))?", re.ASCII)     # 12, -0.5, .5, 5.
-_RATIO = re.compile(r"([-+]?)([0-9]+)\s*/\s*([0-9]+)", re.ASCII)        # 7/2, -14 / 4
-_LATEX_FRAC = re.compile(r"([-+]?)\\d?frac\{\s*(-?)([0-9]+)\s*\}\{\s*([0-9]+)\s*\}", re.ASCII)
-_DIGIT_RUNS = re.compile(r"[0-9]+", re.ASCII)
-_SEPARATOR = re.compile(r"[,;=|]|\bor\b|\band\b|\\pm", re.ASCII)  # what hedges are made of
-# one token of an expression: an integer, a name (only x is allowed, but xx, x2, exp and __import__ must be
-# read whole to be refused), or an operator; ** before * so that x**2 is one power
-_TOKEN = re.compile(r"[ \t\n\r]*(?:([0-9]+)|([A-Za-z_][A-Za-z0-9_]*)|(\*\*|[-+*^()]))", re.ASCII)
-# the form rule over one character per token (n integer, x, ^, *, +, -): a sum of monomials c, x^k, c*x^k
-_MONOMIAL = r"(?:(?:n\*?)?x(?:\^n)?|n)"  # the longer alternative first, so that finditer takes nx^n whole
-_EXPANDED = re.compile(rf"[-+]?{_MONOMIAL}(?:[-+]{_MONOMIAL})*")
 
 
 @dataclass(frozen=True)
@@ -114,22 +68,69 @@ class Grade:
     answer: str | None = None  # the raw text between the answer tags, when the tags are right
 
     def reward(self, format_bonus: float = 0.0) -> float:
-        """1 if correct, plus format_bonus if well formatted (right or wrong): the only reward RL ever sees."""
+        """1 if correct, plus format_bonus if well formatted (right or wrong)."""
         return float(self.correct) + (format_bonus if self.formatted else 0.0)
+
+
+def grade(response: str, truth: str, check_form: bool = True) -> Grade:
+    """Grade one response against one truth (see the docstring). check_form=False grades a polynomial answer by
+    value alone, so the question echoed back, (x+3)(x-2), is correct (reason still not_expanded): the hackable
+    grader, kept to show the hack."""
+    target = _parse_truth(truth)  # first, so a bad truth raises whatever the response is
+    if not isinstance(response, str):
+        raise TypeError(f"response must be decoded text, got {type(response).__name__}")
+    reason, answer = _split(response)
+    if reason:
+        return Grade(False, False, reason)
+    if isinstance(target, Fraction):
+        value, reason = _parse_answer(answer)
+        if reason:
+            return Grade(False, False, reason, answer)
+        correct = value == target
+        return Grade(correct, True, "ok" if correct else "wrong_value", answer)
+    poly, expanded, reason = _parse_polynomial(answer)
+    if reason:
+        return Grade(False, False, reason, answer)
+    if poly != target:  # equal as polynomials: the same integer coefficients
+        return Grade(False, True, "wrong_value", answer)
+    if not expanded:  # reported whatever check_form is, so that a run can count the echoes it pays for
+        return Grade(not check_form, True, "not_expanded", answer)
+    return Grade(True, True, "ok", answer)
+
+
+def grade_samples(samples, answers, check_form=True):
+    """Every response of a sample.Samples batch, decoded without its EOS and graded against answers (one per
+    row). A truncated response (no EOS within max_new_tokens) gets Grade(False, False, "truncated") whatever it
+    says so far: it never earns a reward. Returns the texts and the grades."""
+    rows = samples.tokens[:, samples.prompt_len:].tolist()
+    texts = [decode(row[:n - fin]) for row, n, fin in zip(rows, samples.lengths.tolist(), samples.finished.tolist())]
+    return texts, [grade(t, a, check_form) if fin else Grade(False, False, "truncated")
+                   for t, a, fin in zip(texts, answers, samples.finished.tolist())]
+
+
+# ------------------------------------------------------------------------------------------------ numbers
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # C0/C1 controls except \t \n \r
+# [0-9], never \d, and re.ASCII throughout: otherwise \d, \s and \b also match look-alike digits and spaces
+_X_PREFIX = re.compile(r"x\s*=\s*", re.ASCII)
+_DECIMAL = re.compile(r"([-+]?)([0-9]*)(?:\.([0-9]*))?", re.ASCII)     # 12, -0.5, .5, 5.
+_RATIO = re.compile(r"([-+]?)([0-9]+)\s*/\s*([0-9]+)", re.ASCII)        # 7/2, -14 / 4
+_LATEX_FRAC = re.compile(r"([-+]?)\\d?frac\{\s*(-?)([0-9]+)\s*\}\{\s*([0-9]+)\s*\}", re.ASCII)
+_DIGIT_RUNS = re.compile(r"[0-9]+", re.ASCII)
+_SEPARATOR = re.compile(r"[,;=|]|\bor\b|\band\b|\\pm", re.ASCII)  # what hedges are made of
 
 
 def _parse_truth(truth):
     """The truth, read as an answer is (one grammar, so any truth an answer can match): a Fraction if it is one
-    number, else a Poly if it is an expression of degree >= 1 in x, in expanded form (so that it passes its own
+    number, else a polynomial (coefficient tuple) if it is an expression of degree >= 1 in x, in expanded form (so that it passes its own
     form rule)."""
     value, reason = _parse_answer(truth) if isinstance(truth, str) else (None, "not text")
     if not reason:
         return value
     if isinstance(truth, str):
         poly, expanded, why = _parse_polynomial(truth)
-        if not why and poly.degree() >= 1 and expanded:
+        if not why and len(poly) >= 2 and expanded:  # degree >= 1
             return poly
-        reason += f"; as a polynomial: {why or ('not expanded' if poly.degree() >= 1 else 'no x')}"
+        reason += f"; as a polynomial: {why or ('not expanded' if len(poly) >= 2 else 'no x')}"
     raise ValueError(f"truth must be one number or an expanded polynomial in x, like an answer ({reason}), "
                      f"got {truth!r}")
 
@@ -224,10 +225,36 @@ def _parse_answer(text):
     return None, "multiple_values" if hedge else "unparseable"
 
 
-# --- polynomials: a recursive-descent parser of the grammar in the docstring, one function per rule. Each returns
-# ((Poly, degree, bits), index of the next token). degree and bits are bounds read off the text, and _capped
-# checks them before the Poly they bound is computed: that order is what makes the cost bounded. A refusal raises
-# ValueError(reason), which only _parse_polynomial catches.
+# ------------------------------------------------------------------------------------------------ polynomials
+# The poly family's answers ("Expand (x+3)(x-2)." -> "x^2+x-6"), read by our own recursive-descent parser:
+#     sum     := [+|-] product {(+|-) product}    one sign per term: +-, -- and x*-5 are refused
+#     product := power {[*] power}                without *, a power starting with x or ( : 3x, 2(x+1), x(x+1)
+#     power   := atom [^ k]                       k a literal integer 0..10; ** is read as ^; x^9^9, x^-1 refused
+#     atom    := integer | x | ( sum )
+# Integers only: no division, no decimals. The one name is x. Caps, checked before anything is computed: the
+# number caps, 50 tokens, parentheses 8 deep, and two bounds carried up the parse tree, degree (sum: max, product:
+# sum, power: times k) <= 20 and coefficient size in bits (of the sum of |coefficients|: sum: max + 1, product:
+# sum, power: times k) <= 512, so every product and power that follows is of small polynomials. Parsing builds
+# polynomials as it goes, as tuples of Python integers with our own small arithmetic (_add, _mul): no model text
+# ever reaches a general parser (sympify, parse_expr) or eval, and no library is needed. The form rule: a sum of
+# monomials c, x^k or c*x^k (c and k integer literals, c first; * optional, 1x, x^1 and ** accepted), no
+# parentheses, each power of x at most once, terms in any order.
+MAX_TOKENS = 50            # per expression; x^2+x-6 is 7, a long expanded answer about 20
+MAX_DEPTH = 8              # parentheses; each level costs four Python frames, and an expanded answer needs none
+MAX_EXPONENT = 10          # a literal, so no tower (9**9**9) parses; with the next two caps no power is ever big
+MAX_DEGREE = 20            # of any part of an expression, bounded as it is parsed: (x+1)^10(x+1)^10 is the limit
+MAX_BITS = 512             # bound on log2(sum of |coefficients|) of any part: ((9^9)^9)^9 has degree 0 but not this
+REFUSED = ("unparseable", "unknown_symbol", "too_long", "too_complex")  # what the expression parser raises
+# one token of an expression: an integer, a name (only x is allowed, but xx, x2, exp and __import__ must be
+# read whole to be refused), or an operator; ** before * so that x**2 is one power
+_TOKEN = re.compile(r"[ \t\n\r]*(?:([0-9]+)|([A-Za-z_][A-Za-z0-9_]*)|(\*\*|[-+*^()]))", re.ASCII)
+# the form rule over one character per token (n integer, x, ^, *, +, -): a sum of monomials c, x^k, c*x^k
+_MONOMIAL = r"(?:(?:n\*?)?x(?:\^n)?|n)"  # the longer alternative first, so that finditer takes nx^n whole
+_EXPANDED = re.compile(rf"[-+]?{_MONOMIAL}(?:[-+]{_MONOMIAL})*")
+
+# Each rule's function returns ((polynomial, degree, bits), index of the next token). degree and bits are bounds read
+# off the text, and _capped checks them before the polynomial they bound is computed: that order is what makes the cost
+# bounded. A refusal raises ValueError(reason), which only _parse_polynomial catches.
 
 def _tokens(core):
     """The tokens of an expression, ** read as ^: "3x**2 - 1" -> ['3', 'x', '^', '2', '-', '1']."""
@@ -259,19 +286,36 @@ def _capped(degree, bits):
     return degree, bits
 
 
-def _constant(n):
-    return ONE.mul_ground(sympy.Integer(n))
+def _trim(coefficients):
+    """A polynomial: the tuple of its integer coefficients, lowest power first, with no trailing zeros, so that
+    equal polynomials are equal tuples: x^2+x-6 is (-6, 1, 1), 7 is (7,), 0 is ()."""
+    coefficients = tuple(coefficients)
+    while coefficients and coefficients[-1] == 0:
+        coefficients = coefficients[:-1]
+    return coefficients
+
+
+def _add(p, q, sign=1):
+    return _trim((p[i] if i < len(p) else 0) + sign * (q[i] if i < len(q) else 0) for i in range(max(len(p), len(q))))
+
+
+def _mul(p, q):
+    out = [0] * (len(p) + len(q) - 1) if p and q else []
+    for i, a in enumerate(p):
+        for j, b in enumerate(q):
+            out[i + j] += a * b
+    return _trim(out)
 
 
 def _sum(tokens, i, depth):
     """sum := [+|-] product {(+|-) product}. bits: |p + q| <= |p| + |q| < 2^(max + 1)."""
-    sign, total, degree, bits = "+", _constant(0), 0, 0
+    sign, total, degree, bits = "+", (), 0, 0
     if _peek(tokens, i) in ("+", "-"):
         sign, i = tokens[i], i + 1
     while True:
         (poly, d, b), i = _product(tokens, i, depth)
         degree, bits = _capped(max(degree, d), max(bits, b) + 1)
-        total = total + poly if sign == "+" else total - poly
+        total = _add(total, poly, 1 if sign == "+" else -1)
         if _peek(tokens, i) not in ("+", "-"):
             return (total, degree, bits), i
         sign, i = tokens[i], i + 1
@@ -284,7 +328,7 @@ def _product(tokens, i, depth):
     while (t := _peek(tokens, i)) in ("*", "x", "("):
         (poly, d, b), i = _power(tokens, i + (t == "*"), depth)
         degree, bits = _capped(degree + d, bits + b)
-        total = total * poly
+        total = _mul(total, poly)
     return (total, degree, bits), i
 
 
@@ -301,16 +345,19 @@ def _power(tokens, i, depth):
         raise ValueError("too_complex")
     k = int(k)
     degree, bits = _capped(degree * k, bits * k if k else 1)
-    return (base ** k, degree, bits), i + 2
+    power = (1,)
+    for _ in range(k):
+        power = _mul(power, base)
+    return (power, degree, bits), i + 2
 
 
 def _atom(tokens, i, depth):
     """atom := integer | x | ( sum ), parentheses at most MAX_DEPTH deep. bits: |n| < 2^n.bit_length(), |x| = 1."""
     t = _peek(tokens, i)
     if t.isdigit():
-        return (_constant(int(t)), 0, int(t).bit_length()), i + 1
+        return (_trim([int(t)]), 0, int(t).bit_length()), i + 1
     if t == "x":
-        return (POLY_X, 1, 1), i + 1
+        return ((0, 1), 1, 1), i + 1
     if t != "(":
         raise ValueError("unparseable")
     if depth == MAX_DEPTH:
@@ -331,7 +378,7 @@ def _is_expanded(tokens):
 
 
 def _parse_polynomial(text):
-    """(Poly over ZZ, whether `text` is in expanded form, None) if `text` is one expression of the grammar, else
+    """(the polynomial's coefficients, whether `text` is in expanded form, None) if `text` is one expression of the grammar, else
     (None, None, reason)."""
     text = text.strip(WS)
     if reason := _screen(text):
@@ -348,31 +395,6 @@ def _parse_polynomial(text):
         # a diagnosis only, as for numbers: "x^2+1 or x^2-1" hedges
         return None, None, "multiple_values" if _SEPARATOR.search(core) else e.args[0]
     return poly, _is_expanded(tokens), None
-
-
-def grade(response: str, truth: str, check_form: bool = True) -> Grade:
-    """Grade one response against one truth (see the docstring). check_form=False grades a polynomial answer by
-    value alone, so the question echoed back, (x+3)(x-2), is correct: the hackable grader, kept to show the hack."""
-    target = _parse_truth(truth)  # first, so a bad truth raises whatever the response is
-    if not isinstance(response, str):
-        raise TypeError(f"response must be decoded text, got {type(response).__name__}")
-    reason, answer = _split(response)
-    if reason:
-        return Grade(False, False, reason)
-    if isinstance(target, Fraction):
-        value, reason = _parse_answer(answer)
-        if reason:
-            return Grade(False, False, reason, answer)
-        correct = value == target
-        return Grade(correct, True, "ok" if correct else "wrong_value", answer)
-    poly, expanded, reason = _parse_polynomial(answer)
-    if reason:
-        return Grade(False, False, reason, answer)
-    if poly != target:  # equal as polynomials: the same coefficients over ZZ
-        return Grade(False, True, "wrong_value", answer)
-    if check_form and not expanded:
-        return Grade(False, True, "not_expanded", answer)
-    return Grade(True, True, "ok", answer)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ def main():
     for name, dtype in (("float32", None), ("bf16 autocast", torch.bfloat16)):
         with torch.no_grad(), torch.autocast(torch.device(args.device).type, dtype=dtype or torch.float32,
                                              enabled=dtype is not None):
-            hidden = model(s.tokens[:, :-1], pos=positions(s.valid)[:, :-1], key_mask=s.valid[:, :-1],
+            hidden = model(s.tokens[:, :-1], pos=positions(s.key_mask)[:, :-1], key_mask=s.key_mask[:, :-1],
                            return_hidden=True)  # (B, T, C)
             logprobs = fused_token_logprobs(hidden, model.lm_head.weight, s.tokens[:, 1:])  # (B, T)
         gap = (logprobs - s.logprobs[:, 1:])[mask]

@@ -40,6 +40,10 @@ import random
 from dataclasses import dataclass
 from fractions import Fraction
 
+import torch
+
+from data.tokenizer import EOS, PAD_ID, encode
+
 FAMILIES = ("add", "sub", "mul", "lin", "poly")
 
 
@@ -298,6 +302,67 @@ def demonstration(problem, rng, think_prob=0.5, error_prob=0.0, echo_prob=0.0):
         wrong = int(digits[:k] + str(nudge(int(digits[k]), rng)) + digits[k + 1:])
         value, text = Fraction(wrong if truth >= 0 else -wrong, truth.denominator), ""
     return response(text, fmt(value)), False, thinks
+
+
+# --- the teacher's corpus as training pairs, and the lengths a task needs
+
+def pretrain_batch(problems, rng, think_prob, error_prob, fusion=False, echo_prob=0.0):
+    """The teacher's demonstrations of `problems` as next-token pairs x, y (B, T). Cross-entropy is taken on the
+    response and its EOS only: y is -1 on the prompt and the padding. With fusion each prompt is flagged /think
+    (with probability think_prob) or /no_think, and the teacher does as the flag says."""
+    rows = []
+    for p in problems:
+        if fusion:
+            p = with_mode(p, "think" if rng.random() < think_prob else "no_think")
+        prompt = encode(p.prompt)
+        rows.append((prompt + encode(demonstration(p, rng, think_prob, error_prob, echo_prob)[0] + EOS), len(prompt)))
+    return supervised_pairs(rows)
+
+
+def supervised_pairs(rows):
+    """(token ids, prompt length) rows as right-padded next-token pairs x, y (B, T), y = -1 on the prompt and the
+    padding so that cross-entropy sees the response (and its EOS) only."""
+    T = max(len(ids) for ids, _ in rows) - 1
+    x = torch.full((len(rows), T), PAD_ID, dtype=torch.long)  # (B, T)
+    y = torch.full((len(rows), T), -1, dtype=torch.long)  # (B, T)
+    for i, (ids, n_prompt) in enumerate(rows):
+        x[i, :len(ids) - 1] = torch.tensor(ids[:-1])
+        y[i, n_prompt - 1:len(ids) - 1] = torch.tensor(ids[n_prompt:])
+    return x, y
+
+
+def fit_lengths(max_new_tokens, block_size, problems, model_block_size=None, pretrains=True):
+    """max_new_tokens and block_size for a task, each filled in when 0: 1.2 x the teacher's longest response
+    rounded up to a multiple of 16, and the longest prompt plus the room sampling and pretraining need, rounded up
+    to a multiple of 64 (80 / 128 for the default task, 160 / 192 for the 3-digit mix of add, sub, mul, lin). The
+    longest response is a worked solution with a slip, the shortest a direct answer, EOS included; 8 tokens of
+    margin cover a longer one these problems miss. With a loaded model the block size is the model's. Raises
+    ValueError naming what does not fit."""
+    rng = random.Random(0)
+    longest = max(len(encode(demonstration(p, rng, 1.0, e)[0])) + 1 for p in problems for e in (0, 1))
+    shortest = min(len(encode(response("", p.answer))) + 1 for p in problems)
+    prompt = max(len(encode(p.prompt)) for p in problems)
+    max_new_tokens = max_new_tokens or -(-int(1.2 * longest) // 16) * 16
+    if model_block_size and block_size not in (0, model_block_size):
+        raise ValueError(f"--block_size={block_size} cannot apply: the loaded model's is {model_block_size}")
+    need = prompt + max(max_new_tokens, longest + 8 if pretrains else 0)
+    block_size = model_block_size or block_size or -(-need // 64) * 64
+    errors = []
+    if max_new_tokens < shortest:
+        errors.append(f"--max_new_tokens={max_new_tokens} is shorter than the teacher's shortest response "
+                      f"({shortest} tokens with EOS): every response would be cut off and earn 0")
+    if prompt + max_new_tokens > block_size:
+        errors.append(f"the longest prompt ({prompt} tokens) + --max_new_tokens={max_new_tokens} exceeds the block "
+                      f"size {block_size}")
+    if pretrains and prompt + longest + 8 > block_size:
+        errors.append(f"the longest prompt ({prompt} tokens) + the teacher's longest demonstration ({longest}) + 8 "
+                      f"tokens of margin exceed the block size {block_size}: raise --block_size, or leave it 0")
+    if errors:
+        raise ValueError("\nerror: ".join(errors))
+    if max_new_tokens < longest:
+        print(f"note: --max_new_tokens={max_new_tokens} is shorter than the teacher's longest demonstration "
+              f"({longest} tokens): responses that long are truncated and earn nothing")
+    return max_new_tokens, block_size
 
 
 if __name__ == "__main__":

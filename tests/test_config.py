@@ -82,21 +82,20 @@ def test_max_new_tokens_and_block_size_fit_the_task(families, digits, new_tokens
     """Left at 0 they come from the task: the defaults' 80 / 128, and 160 / 192 for the gpu preset's mix, whose
     3-digit multiplications take 125 tokens (the old fixed 128 crashed in pretraining)."""
     import random
-    from data.tasks import demonstration, generate_problems
+    from data.tasks import demonstration, fit_lengths, generate_problems
     from data.tokenizer import encode
     problems = generate_problems(2000, seed=0, families=families.split(","), digits=digits)
     rng = random.Random(0)
     longest = max(len(encode(demonstration(p, rng, 1.0, e)[0])) + 1 for p in problems for e in (0, 1))
     prompt = max(len(encode(p.prompt)) for p in problems)
-    cfg = config.fit_to_task(config.make_config(dict(families=families, digits=digits), "cpu"), prompt, longest)
-    assert (cfg.max_new_tokens, cfg.block_size) == (new_tokens, block)
-    assert prompt + longest <= cfg.block_size
-    with pytest.raises(SystemExit, match="teacher's longest demonstration"):
-        config.fit_to_task(config.make_config(dict(block_size=prompt + longest), "cpu"), prompt, longest)
-    with pytest.raises(SystemExit, match="exceeds the block size"):
-        config.fit_to_task(config.make_config(dict(max_new_tokens=block), "cpu"), prompt, longest, block)
-    with pytest.raises(SystemExit, match="--block_size=256 cannot apply"):
-        config.fit_to_task(config.make_config(dict(block_size=256), "cpu"), prompt, longest, block)
+    assert fit_lengths(0, 0, problems) == (new_tokens, block)
+    assert prompt + longest <= block
+    with pytest.raises(ValueError, match="teacher's longest demonstration"):
+        fit_lengths(0, prompt + longest, problems)
+    with pytest.raises(ValueError, match="exceeds the block size"):
+        fit_lengths(block, 0, problems, block)
+    with pytest.raises(ValueError, match="--block_size=256 cannot apply"):
+        fit_lengths(0, 256, problems, block)
 
 
 def train(*args, timeout=60):
@@ -175,9 +174,7 @@ def test_resume_refuses_to_change_the_problems_and_overwrite_refuses_to_delete_i
 def test_the_readme_change_the_task_commands_pass_their_checks():
     """Each `python train.py ...` command of the README's "Change the task" section gets through validation and
     the task-fitting check (the part that used to crash minutes in) at the size it names."""
-    import random
-    from data.tasks import demonstration, generate_problems
-    from data.tokenizer import encode
+    from data.tasks import fit_lengths, generate_problems
     text = (ROOT / "README.md").read_text()
     section = text[text.index("## Change the task"):]
     section = section[:section.index("\n## ", 3)]
@@ -189,7 +186,5 @@ def test_the_readme_change_the_task_commands_pass_their_checks():
         config.validate(cfg)
         families = cfg.families.split(",")
         assert set(families) <= set(FAMILIES)
-        problems = generate_problems(500, seed=0, families=families, digits=cfg.digits)
-        rng = random.Random(0)
-        longest = max(len(encode(demonstration(p, rng, 1.0, e)[0])) + 1 for p in problems for e in (0, 1))
-        config.fit_to_task(cfg, max(len(encode(p.prompt)) for p in problems), longest)
+        fit_lengths(cfg.max_new_tokens, cfg.block_size, generate_problems(500, seed=0, families=families,
+                                                                          digits=cfg.digits))

@@ -85,7 +85,7 @@ def test_pretraining_splits_its_batch_exactly(tmp_path):
     assert_same(tmp_path / "one", tmp_path / "two", ["loss", "acc", "think_share", "response_len"])
 
 
-RL_KEYS = ["reward", "accuracy", "format_rate", "zero_signal", "response_len", "think_share", "truncated", "loss",
+RL_KEYS = ["reward", "format_rate", "zero_signal", "response_len", "think_share", "truncated", "loss",
            "kl", "entropy", "clip_frac", "grad_norm", "acc", "pass@1"]
 
 
@@ -124,14 +124,14 @@ def test_a_non_finite_loss_on_one_rank_is_skipped_by_every_rank(tmp_path):
     script.write_text(f'''import os, sys
 sys.path.insert(0, {str(ROOT)!r})
 import train
-real, calls = train.rollout, []
-def rollout(*args):
-    batch = real(*args)
+real, calls = train.shaped_advantages, []
+def shaped_advantages(*args, **kwargs):
+    advantages = real(*args, **kwargs)
     calls.append(1)
     if os.environ["RANK"] == "1" and len(calls) == 2:
-        batch["advantages"] = batch["advantages"] * float("nan")
-    return batch
-train.rollout = rollout
+        advantages = advantages * float("nan")
+    return advantages
+train.shaped_advantages = shaped_advantages
 train.main(sys.argv[1:])
 ''')
     r = two_processes(tmp_path / "out", "--pretrain_steps=2", "--eval_interval=2", "--rl_steps=5",
@@ -146,13 +146,13 @@ def test_one_rank_failing_ends_every_rank(tmp_path):
     script.write_text(f'''import os, sys
 sys.path.insert(0, {str(ROOT)!r})
 import train
-real, calls = train.rollout, []
-def rollout(*args):
+real, calls = train.grade_samples, []
+def grade_samples(*args):
     calls.append(1)
     if os.environ["RANK"] == "1" and len(calls) == 2:
         raise RuntimeError("rank 1 broke on purpose")
     return real(*args)
-train.rollout = rollout
+train.grade_samples = grade_samples
 train.main(sys.argv[1:])
 ''')
     r = two_processes(tmp_path / "out", "--pretrain_steps=2", "--eval_interval=2", "--rl_steps=50",

@@ -1,7 +1,7 @@
 """homework.py: every blank of the default set is graded (blanked alone, at least one of its tests fails, and
-nothing fails that does not name it), the all-blank starter imports and fails only where a blank is named, the
-solutions pass, and no blanked body survives in the starter. The starters run a fast subset of the suite, two at
-a time; about a minute in all."""
+nothing of its tests fails that does not name it), the all-blank starter imports and fails only where a blank is
+named, the solutions pass, and no blanked body survives in the starter. The starters run their tests two at a
+time: each blank's own, or for the all-blank starter and the solutions a fast subset of the suite."""
 import ast
 import json
 import os
@@ -18,28 +18,32 @@ FAST = ["tests/test_sample.py", "tests/test_verify.py", "tests/test_advantage.py
     f"tests/test_train.py::{t}" for t in (
         "test_planted_reward_moves_the_policy", "test_later_passes_report_what_the_clip_did",
         "test_a_non_finite_update_is_skipped_and_leaves_the_weights_untouched",
-        "test_rollout_knobs_each_change_what_they_should", "test_judge_strips_eos_and_never_credits_a_truncated_answer",
+        "test_the_rl_knobs_each_change_what_they_should",
+        "test_grade_samples_strips_eos_and_never_credits_a_truncated_answer",
         "test_pretrain_step_sets_the_lr_clips_the_gradient_and_lowers_the_loss")]
 NAMES = [f"{m}.{n}" for m, n, _, _ in homework.FUNCTIONS]
 
 
-def grade(starter):
-    """Run the fast subset in a starter; returns (pytest's output, the autograder's results)."""
+def grade(starter, tests):
+    """Run tests in a starter; returns (pytest's output, the autograder's results)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}  # two starters share 2 cores
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *FAST], cwd=starter,
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests], cwd=starter,
                        capture_output=True, text=True, timeout=300, env=env)
     return r.stdout, json.loads((Path(starter) / ".homework_results.json").read_text())
 
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
+    """Ten starters: each blank alone (graded by its own tests: whatever else it breaks, the all-blank starter's
+    run shows, since every failure there must name a blank), all of them blank, and the solutions (both graded
+    by the fast subset)."""
     base = tmp_path_factory.mktemp("homework")
-    jobs = {name: dict(only=[name]) for name in NAMES}
-    jobs["all"], jobs["solutions"] = dict(only=None), dict(only=None, solutions=True)
-    for key, kw in jobs.items():
+    jobs = {f"{m}.{n}": (dict(only=[f"{m}.{n}"]), graders) for m, n, _, graders in homework.FUNCTIONS}
+    jobs["all"], jobs["solutions"] = (dict(only=None), FAST), (dict(only=None, solutions=True), FAST)
+    for key, (kw, _) in jobs.items():
         homework.make_starter(base / key.replace(".", "_"), **kw)
     with ThreadPoolExecutor(2) as pool:
-        results = dict(zip(jobs, pool.map(lambda k: grade(base / k.replace(".", "_")), jobs)))
+        results = dict(zip(jobs, pool.map(lambda k: grade(base / k.replace(".", "_"), jobs[k][1]), jobs)))
     return base, results
 
 

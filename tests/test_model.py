@@ -103,7 +103,3 @@ def test_positions_beyond_block_size_are_refused():
     with pytest.raises(ValueError, match="start 32 .* exceed block_size=32"):
         model(torch.zeros(1, 1, dtype=torch.long), cache=cache, start=32)
 
-
-def test_heads_must_divide_the_channels():
-    with pytest.raises(ValueError, match="n_embd=32 must be a multiple of n_head=3"):
-        GPT(GPTConfig(n_embd=32, n_head=3))

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import sample as sample_module
 from grpo import token_logprobs
 from model import GPT, GPTConfig, positions
-from sample import draw, sample
+from sample import budget_rule, draw, sample
 
 V = 40
 CFG = GPTConfig(n_layer=2, n_head=4, n_embd=64, vocab_size=V, block_size=64)
@@ -44,7 +44,7 @@ def gen(seed):
 @torch.no_grad()
 def full_logits(model, s):
     """Score the whole batch in one forward pass, as grpo.py will: (B, L, V), column c predicts column c + 1."""
-    return model(s.tokens, pos=positions(s.valid), key_mask=s.valid)
+    return model(s.tokens, pos=positions(s.key_mask), key_mask=s.key_mask)
 
 
 def check_invariants(s, prompts, group_size, max_new_tokens, eos_id=None, pad_id=0):
@@ -59,9 +59,9 @@ def check_invariants(s, prompts, group_size, max_new_tokens, eos_id=None, pad_id
     for r in range(B):
         p, n = prompts[r // group_size], int(s.lengths[r])
         assert s.tokens[r, Lp - len(p):Lp].tolist() == p and s.tokens[r, :Lp - len(p)].eq(pad_id).all()
-        assert s.valid[r, Lp - len(p):Lp + n].all() and not s.valid[r, :Lp - len(p)].any()
+        assert s.key_mask[r, Lp - len(p):Lp + n].all() and not s.key_mask[r, :Lp - len(p)].any()
         assert s.mask[r, Lp:Lp + n].eq(1).all()  # one contiguous run from the first new token ...
-        assert not s.mask[r, Lp + n:].any() and not s.valid[r, Lp + n:].any()  # ... and nothing after it
+        assert not s.mask[r, Lp + n:].any() and not s.key_mask[r, Lp + n:].any()  # ... and nothing after it
         assert s.tokens[r, Lp + n:].eq(pad_id).all() and torch.all(s.logprobs[r, Lp + n:] == 0)
         lp = s.logprobs[r, Lp:Lp + n]
         assert torch.isfinite(lp).all() and (lp <= 0).all()
@@ -108,7 +108,7 @@ def test_logprobs_equal_the_full_forward_at_every_row_and_step(temperature):
     torch.testing.assert_close(s.logprobs[:, 1:][m], ref[m], atol=1e-5, rtol=0)
     if temperature > 0:  # and exactly what the trainer (grpo.py) scores at the same temperature: ratio 1
         with torch.no_grad():
-            hidden = model(s.tokens, pos=positions(s.valid), key_mask=s.valid, return_hidden=True)[:, :-1]
+            hidden = model(s.tokens, pos=positions(s.key_mask), key_mask=s.key_mask, return_hidden=True)[:, :-1]
             scored = token_logprobs(hidden, model.lm_head.weight, s.tokens[:, 1:], temperature)  # (B, L-1)
         torch.testing.assert_close(s.logprobs[:, 1:][m], scored[m], atol=1e-5, rtol=0)
 
@@ -178,7 +178,7 @@ def test_seeded_runs_repeat_and_rows_of_a_group_differ():
     a = sample(model, PROMPTS, G, 10, eos_id=7, generator=gen(3))
     b = sample(model, PROMPTS, G, 10, eos_id=7, generator=gen(3))
     c = sample(model, PROMPTS, G, 10, eos_id=7, generator=gen(4))
-    for field in ("tokens", "valid", "mask", "logprobs", "finished", "lengths"):
+    for field in ("tokens", "key_mask", "mask", "logprobs", "finished", "lengths"):
         assert torch.equal(getattr(a, field), getattr(b, field))
     assert not torch.equal(a.tokens, c.tokens)
     for i in range(len(PROMPTS)):
@@ -207,9 +207,9 @@ def test_the_pad_token_is_never_counted_and_never_seen():
     s = sample(model, PROMPTS, G, N, eos_id=7, generator=gen(6), pad_id=frequent)  # pad with a real token
     check_invariants(s, PROMPTS, G, N, eos_id=7, pad_id=frequent)
     cols = torch.arange(s.tokens.shape[1])  # (L,)
-    assert torch.equal(s.mask.bool(), s.valid & (cols >= s.prompt_len))  # mask = generated, whatever the id
+    assert torch.equal(s.mask.bool(), s.key_mask & (cols >= s.prompt_len))  # mask = generated, whatever the id
     assert (s.tokens[s.mask.bool()] == frequent).any()  # generated copies of pad_id do count
-    assert torch.equal(s.tokens[s.valid], base.tokens[base.valid])  # the pad value changes nothing
+    assert torch.equal(s.tokens[s.key_mask], base.tokens[base.key_mask])  # the pad value changes nothing
     assert torch.equal(s.logprobs, base.logprobs)
 
 
@@ -270,7 +270,7 @@ def test_a_row_cut_by_the_budget_equals_the_forced_prefix_supplied_by_hand(n_thi
     plain = sample(model, [prompt], G, N, eos_id=7, uniforms=u)
     open_id = int(plain.tokens[0, plain.prompt_len])  # what row 0 writes first plays <think>
     forced = [30, 31]  # </think><answer>
-    cut = sample(model, [prompt], G, N, eos_id=7, uniforms=u, budget=(n_think, open_id, forced))
+    cut = sample(model, [prompt], G, N, eos_id=7, uniforms=u, force=budget_rule(n_think, open_id, forced))
     Lp, n_cut = cut.prompt_len, 0
     for r in range(G):
         row, n = cut.tokens[r, Lp:Lp + int(cut.lengths[r])].tolist(), int(cut.lengths[r])
@@ -296,7 +296,7 @@ def test_a_row_cut_by_the_budget_equals_the_forced_prefix_supplied_by_hand(n_thi
         torch.testing.assert_close(cut.logprobs[r, Lp + k + 2:Lp + n], by_hand.logprobs[0, by_hand.prompt_len:],
                                    atol=1e-5, rtol=0)
     assert n_cut >= 2  # the test saw the budget act
-    assert torch.equal(cut.lengths, cut.valid[:, Lp:].sum(1))  # lengths count the forced tokens too
+    assert torch.equal(cut.lengths, cut.key_mask[:, Lp:].sum(1))  # lengths count the forced tokens too
 
 
 def test_a_budget_row_that_closes_by_itself_is_never_forced():
@@ -306,5 +306,5 @@ def test_a_budget_row_that_closes_by_itself_is_never_forced():
     plain = sample(model, [prompt], G, N, eos_id=7, uniforms=u)
     row0 = plain.tokens[0, plain.prompt_len:].tolist()
     # open with row 0's first token and "close" with its second: row 0 closes at once, inside any budget
-    cut = sample(model, [prompt], G, N, eos_id=7, uniforms=u, budget=(2, row0[0], [row0[1], 30]))
+    cut = sample(model, [prompt], G, N, eos_id=7, uniforms=u, force=budget_rule(2, row0[0], [row0[1], 30]))
     assert torch.equal(cut.tokens[0], plain.tokens[0]) and cut.mask[0].sum() == plain.mask[0].sum()

@@ -14,10 +14,12 @@ import torch
 import config
 import evaluation
 import train
-from data.tasks import MODES, generate_problems, response, with_mode
+from checkpoint import new_run
+from data.tasks import MODES, generate_problems, pretrain_batch, response, with_mode
 from data.tokenizer import EOS_ID, PAD_ID, THINK, decode, encode
 from model import GPT, GPTConfig
 from sample import Samples, sample
+from verify import grade_samples
 
 
 TINY = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--pretrain_steps=3", "--batch_size=8", "--eval_problems=8",
@@ -83,7 +85,7 @@ def test_unknown_key_exits_before_any_work():
 
 def test_pretrain_batch_trains_on_the_response_only():
     problems = generate_problems(4, seed=0)
-    x, y = train.pretrain_batch(problems, random.Random(0), think_prob=1.0, error_prob=0.0)
+    x, y = pretrain_batch(problems, random.Random(0), think_prob=1.0, error_prob=0.0)
     for i, p in enumerate(problems):
         n_prompt = len(encode(p.prompt))
         assert (y[i, :n_prompt - 1] == -1).all()  # no loss on the prompt
@@ -113,7 +115,7 @@ def test_weight_decay_applies_to_matrices_only():
 def test_pretrain_step_sets_the_lr_clips_the_gradient_and_lowers_the_loss():
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32))
-    x, y = train.pretrain_batch(generate_problems(16, seed=1), random.Random(1), 0.5, 0.0)
+    x, y = pretrain_batch(generate_problems(16, seed=1), random.Random(1), 0.5, 0.0)
     opt = train.make_optimizer(model, 3e-3, 0.1)
     off = autocast_off()
     losses = [train.pretrain_step(model, opt, x, y, 3e-3, 1.0, off) for _ in range(30)]
@@ -137,9 +139,11 @@ def test_think_tokens_counts_the_thought_and_the_budget_forces_close_then_answer
     assert evaluation.think_tokens(response("7+5+0=12", "12")) == 8
     assert evaluation.think_tokens(response("", "12")) == 0 and evaluation.think_tokens("12") == 0
     assert evaluation.think_tokens("<think>7+5") == 3  # never closed: all of it
-    n, open_id, forced = evaluation.think_budget(4)
-    assert n == 4 and decode([open_id]) == "<think>" and decode(forced) == "</think><answer>"
-    assert evaluation.think_budget(None) is None
+    force = evaluation.cut_thinking(5)  # called after each step with the completions so far, 6 tokens here:
+    rows = ["<think>1+2+3", "x<think>1+2+", "<think>1</think>+23", "123456"]  # 5 after <think>, 4, closed, none
+    completions = torch.tensor([encode(r) for r in rows])  # (4, 6)
+    assert {r: decode(f) for r, f in force(completions).items()} == {0: "</think><answer>"}
+    assert evaluation.cut_thinking(None) is None
 
 
 def test_pass_at_k_equals_brute_force_over_subsets():
@@ -163,20 +167,20 @@ def samples_of(prompts, completions, finished):
                    mask.sum(1), Lp)
 
 
-def test_judge_strips_eos_and_never_credits_a_truncated_answer():
+def test_grade_samples_strips_eos_and_never_credits_a_truncated_answer():
     right, wrong = response("2+2=4", "4"), response("", "5")
     s = samples_of(["What is 2+2?\n"] * 3, [right, wrong, right], [True, True, False])
-    texts, grades, correct = evaluation.judge(s, ["4", "4", "4"])
+    texts, grades = grade_samples(s, ["4", "4", "4"])
     assert texts == [right, wrong, right]  # the EOS is not part of what the verifier reads
-    assert [g.reason for g in grades] == ["ok", "wrong_value", "ok"]
-    assert correct.tolist() == [True, False, False]  # right but cut off at max_new_tokens: not correct
+    assert [g.reason for g in grades] == ["ok", "wrong_value", "truncated"]
+    assert [g.correct for g in grades] == [True, False, False]  # right but cut off at max_new_tokens: not correct
 
 
-def test_judge_passes_check_form_on_so_the_echoed_question_pays_only_when_it_is_off():
+def test_grade_samples_passes_check_form_on_so_the_echoed_question_pays_only_when_it_is_off():
     echo, expanded = response("", "(x+3)(x-2)"), response("", "x^2+x-6")
     s = samples_of(["Expand (x+3)(x-2).\n"] * 2, [echo, expanded], [True, True])
-    assert evaluation.judge(s, ["x^2+x-6"] * 2)[2].tolist() == [False, True]  # the default: the form counts
-    assert evaluation.judge(s, ["x^2+x-6"] * 2, check_form=False)[2].tolist() == [True, True]
+    assert [g.correct for g in grade_samples(s, ["x^2+x-6"] * 2)[1]] == [False, True]  # the default: form counts
+    assert [g.correct for g in grade_samples(s, ["x^2+x-6"] * 2, check_form=False)[1]] == [True, True]
 
 
 def test_evaluate_reports_accuracy_per_family_think_share_length_and_pass_at_k(monkeypatch):
@@ -200,6 +204,32 @@ def test_evaluate_reports_accuracy_per_family_think_share_length_and_pass_at_k(m
 
 
 # ------------------------------------------------------------------------------------------------ RL
+def update(model, optimizer, samples, advantages, cfg, autocast=None, ref_model=None):
+    """train.grpo_update, then its diagnostics (None when the update was skipped)."""
+    passes = train.grpo_update(model, optimizer, samples, advantages, ref_model, cfg, autocast or autocast_off())
+    return None if passes is None else train.diagnostics(passes, samples)
+
+
+def rl_batch(model, pool, pool_ids, run, cfg):
+    """Steps 1-3 of train.main's RL loop (sample, grade, group advantages), made of the same calls, in order."""
+    G = cfg.group_size
+    prompt_idx, uniforms = train.draw_prompts(run, len(pool), cfg)
+    samples = sample(model.eval(), [pool_ids[i] for i in prompt_idx], G, cfg.max_new_tokens, cfg.temperature, EOS_ID,
+                     uniforms=uniforms, pad_id=PAD_ID, force=train.cut_thinking(cfg.think_budget if cfg.think_budget
+                                                                                 >= 0 else None))
+    problems = [pool[i] for i in prompt_idx for _ in range(G)]
+    texts, grades = train.grade_samples(samples, [p.answer for p in problems], cfg.check_form)
+    broke = train.breaks_flag(texts, problems)
+    correct = torch.tensor([g.correct for g in grades]) & ~(broke & cfg.mode_contract)
+    extra = train.shaping(grades, correct, broke, samples.lengths, run["rl_step"], cfg)
+    advantages = train.shaped_advantages(correct.float(), extra, G, cfg.advantage, unbiased_std=cfg.unbiased_std)
+    train.track_success(run, prompt_idx, correct, G)
+    batch = dict(samples=samples, problems=problems, texts=texts, grades=grades, correct=correct,
+                 rewards=correct.float() + extra, advantages=advantages, broke=broke)
+    drawn = train.group_stats(correct, advantages, G)["zero_signal"]
+    return (train.keep_groups(batch, G) if cfg.dynamic_sampling else batch), drawn
+
+
 def test_planted_reward_moves_the_policy():
     """Reward 1 when the first sampled token is `target`: a few GRPO updates must make it more likely."""
     from advantage import group_advantages
@@ -214,59 +244,64 @@ def test_planted_reward_moves_the_policy():
     for _ in range(5):
         s = sample(model.eval(), prompts, 8, 3, generator=gen)
         rewards = (s.tokens[:, s.prompt_len] == target).float()  # (B,)
-        diag = train.grpo_update(model.train(), opt, s, group_advantages(rewards, 8), cfg, autocast_off())
+        diag = update(model, opt, s, group_advantages(rewards, 8), cfg)
         assert diag is not None and diag["lp_diff"] < 1e-4  # on-policy: the trainer agrees with the sampler
         assert diag["clip_frac"] == 0 and diag["ratio_max"] == pytest.approx(1.0)  # rho = 1 in the only pass
     assert first_token_prob() > 2 * before
 
 
 def test_later_passes_report_what_the_clip_did():
-    """With mu = 2 the second pass sees rho != 1, and clip_frac / ratio_max come from it."""
+    """With updates_per_batch = 2 the second pass sees rho != 1, and clip_frac / ratio_max come from it."""
     from advantage import group_advantages
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=16, block_size=16, n_layer=1, n_head=2, n_embd=32))
     s = sample(model.eval(), [[1, 2], [3]], 8, 3, generator=torch.Generator().manual_seed(0))
     advantages = group_advantages(torch.arange(16.0) % 3, 8)
     steps = []
-    for mu in (1, 2):
+    for passes in (1, 2):
         model_mu = GPT(model.config)
         model_mu.load_state_dict(model.state_dict())
         opt = torch.optim.AdamW(model_mu.parameters(), lr=0.05)
-        cfg = config.Config(micro_batch=8, updates_per_batch=mu, max_new_tokens=3)
-        diag = train.grpo_update(model_mu.train(), opt, s, advantages, cfg, autocast_off())
+        cfg = config.Config(micro_batch=8, updates_per_batch=passes, max_new_tokens=3)
+        diag = update(model_mu, opt, s, advantages, cfg)
         steps.append(opt.state[next(model_mu.parameters())]["step"].item())
-        assert (diag["ratio_max"] > 1.05) == (mu == 2) and (diag["clip_frac"] > 0) == (mu == 2)
+        assert (diag["ratio_max"] > 1.05) == (passes == 2) and (diag["clip_frac"] > 0) == (passes == 2)
     assert steps == [1, 2]
 
 
 def test_curriculum_draws_unsolved_prompts_more_often():
-    success = torch.tensor([1.0, 1.0, 1.0, 0.0])  # prompt 3 is never solved
-    uniform = train.draw_prompts(random.Random(0), success, 4000, curriculum=False)
-    curriculum = train.draw_prompts(random.Random(0), success, 4000, curriculum=True)
+    run = new_run(0, 4)
+    run["success"] = torch.tensor([1.0, 1.0, 1.0, 0.0])  # prompt 3 is never solved
+    knobs = dict(prompts_per_step=4000, group_size=1, max_new_tokens=1)
+    uniform = train.draw_prompts(run, 4, config.Config(**knobs))[0]
+    curriculum = train.draw_prompts(run, 4, config.Config(**knobs, curriculum=True))[0]
     assert 0.2 < uniform.count(3) / 4000 < 0.3
     assert curriculum.count(3) / 4000 == pytest.approx(1 / (1 + 3 * 0.05), abs=0.03)  # weights 1 vs the floor 0.05
 
 
 def test_dynamic_sampling_keeps_groups_with_signal_first():
     from advantage import group_advantages
-    rewards = torch.tensor([1., 1, 0, 1, 0, 0, 1, 0, 1, 1, 1, 1, 0, 0, 0, 0])  # groups of 4: mixed, mixed, all-1, all-0
-    advantages = group_advantages(rewards, 4)
-    assert train.keep_groups(advantages, 4, 2) == [0, 1]
-    assert train.keep_groups(advantages.flip(0), 4, 3) == [2, 3, 0]  # then the signal-free ones, in drawing order
+    rewards = torch.tensor([1., 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 1, 1, 1, 1, 1])  # groups of 4: mixed, 0s, mixed, 1s
+    s = samples_of(["What is 1+1?\n"] * 16, [str(i) for i in range(16)], [True] * 16)
+    batch = dict(samples=s, problems=list(range(16)), advantages=group_advantages(rewards, 4), rewards=rewards)
+    kept = train.keep_groups(batch, 4)
+    assert kept["problems"] == [0, 1, 2, 3, 8, 9, 10, 11] and torch.equal(kept["rewards"], rewards[[0, 1, 2, 3, 8, 9,
+                                                                                                    10, 11]])
+    assert torch.equal(kept["samples"].tokens, s.tokens[[0, 1, 2, 3, 8, 9, 10, 11]])
+    flat = dict(batch, advantages=torch.zeros(16))  # no group has a signal: the first half, in drawing order
+    assert train.keep_groups(flat, 4)["problems"] == list(range(8))
 
 
 @pytest.fixture
 def rl_setup(monkeypatch):
     """A tiny model, a pool, and a verifier stand-in that rewards completions of even length: the rewards vary
     within groups, so every knob has something to act on (the real verifier would reward an untrained model 0)."""
-    class FakeGrade:
-        def __init__(self, text):
-            self.correct = self.formatted = len(text) % 2 == 0
-            self.reason = "ok" if self.correct else "wrong_value"
+    import verify
 
-        def reward(self, format_bonus=0.0):
-            return float(self.correct) + format_bonus * self.formatted
-    monkeypatch.setattr(evaluation, "grade", lambda text, truth, check_form=True: FakeGrade(text))
+    def fake_grade(text, truth, check_form=True):
+        ok = len(text) % 2 == 0
+        return verify.Grade(ok, ok, "ok" if ok else "wrong_value")
+    monkeypatch.setattr(verify, "grade", fake_grade)
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32))
     with torch.no_grad():  # every position's next token: EOS with p ~ 0.15, else nearly uniform
@@ -277,14 +312,14 @@ def rl_setup(monkeypatch):
     return model, pool, [encode(p.prompt) for p in pool]
 
 
-def test_rollout_knobs_each_change_what_they_should(rl_setup):
+def test_the_rl_knobs_each_change_what_they_should(rl_setup):
     from advantage import group_advantages, length_rewards
     model, pool, pool_ids = rl_setup
     base = dict(prompts_per_step=4, group_size=4, max_new_tokens=20)
 
     def roll(**kw):
-        run = train.new_run(0, len(pool))
-        return train.rollout(model, pool, pool_ids, run, config.Config(**base, **kw)), run
+        run = new_run(0, len(pool))
+        return rl_batch(model, pool, pool_ids, run, config.Config(**base, **kw))[0], run
     plain, run = roll()
     r, G = plain["rewards"], 4
     assert 0 < r.mean() < 1 and torch.equal(plain["advantages"], group_advantages(r, G))
@@ -303,10 +338,11 @@ def test_rollout_knobs_each_change_what_they_should(rl_setup):
     formatted = torch.tensor([g.formatted for g in plain["grades"]]).float()
     assert torch.allclose(bonus["rewards"], r + 0.1 * formatted)
     assert torch.allclose(bonus["advantages"], group_advantages(r, G) + group_advantages(0.1 * formatted, G, "drgrpo"))
-    dyn = roll(dynamic_sampling=True)[0]
-    assert dyn["samples"].tokens.shape[0] == 16 and len(dyn["prompt_idx"]) == 4  # 8 prompts drawn, 4 groups kept
+    run = new_run(0, len(pool))
+    dyn, drawn = rl_batch(model, pool, pool_ids, run, config.Config(**base, dynamic_sampling=True))
+    assert dyn["samples"].tokens.shape[0] == 16 and len(dyn["problems"]) == 16  # 8 prompts drawn, 4 groups kept
     kept = train.group_stats(dyn["correct"], dyn["advantages"], G)["zero_signal"]
-    assert kept <= dyn["zero_signal_drawn"] and kept < 1
+    assert kept <= drawn and kept < 1
 
 
 def test_fusion_a_broken_flag_earns_nothing_unless_the_contract_is_off(rl_setup, monkeypatch):
@@ -317,11 +353,12 @@ def test_fusion_a_broken_flag_earns_nothing_unless_the_contract_is_off(rl_setup,
     pool = [with_mode(p, m) for p in pool for m in MODES]
     monkeypatch.setattr(train, "thinks", lambda text: len(text) % 3 == 0)
     knobs = dict(prompts_per_step=8, group_size=4, max_new_tokens=20)
-    on, off = (train.rollout(model, pool, [encode(p.prompt) for p in pool], train.new_run(0, len(pool)),
-                             config.Config(**knobs, mode_contract=c)) for c in (True, False))
+    on, off = (rl_batch(model, pool, [encode(p.prompt) for p in pool], new_run(0, len(pool)),
+                        config.Config(**knobs, mode_contract=c))[0] for c in (True, False))
     assert on["texts"] == off["texts"]
-    broke = torch.tensor([(len(t) % 3 == 0) != (m == "think") for t, m in zip(on["texts"], on["modes"])])
-    assert on["broke"] == broke.tolist() and {"think", "no_think"} == set(on["modes"])
+    modes = [p.mode for p in on["problems"]]
+    broke = torch.tensor([(len(t) % 3 == 0) != (m == "think") for t, m in zip(on["texts"], modes)])
+    assert torch.equal(on["broke"], broke) and {"think", "no_think"} == set(modes)
     assert torch.equal(on["rewards"], off["rewards"] * ~broke)
     assert (off["rewards"][broke] > 0).any() and (on["rewards"] > 0).any()  # the contract took reward away
 
@@ -334,15 +371,14 @@ def test_forced_budget_tokens_are_masked_out_of_the_loss(rl_setup):
     with torch.no_grad():  # <think> now as likely as EOS, so rows open a thought and run out of budget
         model.transformer.wte.weight[encode(THINK)[0]] = 0.12
     cfg = config.Config(prompts_per_step=4, group_size=4, max_new_tokens=20, think_budget=2)
-    batch = train.rollout(model, pool, pool_ids, train.new_run(0, len(pool)), cfg)
+    batch = rl_batch(model, pool, pool_ids, new_run(0, len(pool)), cfg)[0]
     s = batch["samples"]
-    forced = s.valid & (s.mask == 0)
+    forced = s.key_mask & (s.mask == 0)
     forced[:, :s.prompt_len] = False
     assert forced.sum() >= 4 and torch.all(s.logprobs[forced] == 0)
     think, answer = encode(THINK + "</think><answer>")[:1], encode("</think><answer>")
     assert sorted(set(s.tokens[forced].tolist())) == sorted(answer) and think[0] not in s.tokens[forced].tolist()
-    d = train.grpo_update(model, torch.optim.SGD(model.parameters(), lr=0.0), s, batch["advantages"], cfg,
-                          autocast_off())
+    d = update(model, torch.optim.SGD(model.parameters(), lr=0.0), s, batch["advantages"], cfg)
     assert d["lp_diff"] < 1e-4
 
 
@@ -400,7 +436,7 @@ def test_two_step_rl_run_writes_metrics_checkpoint_and_summary(tmp_path):
     records = read_metrics(tmp_path)
     rl = [m for m in records if m["stage"] == "rl"]
     assert [m["rl_step"] for m in rl] == [1, 2]
-    for key in ("reward", "accuracy", "format_rate", "zero_signal", "zero_signal_pred", "loss", "kl", "clip_frac",
+    for key in ("reward", "acc", "format_rate", "zero_signal", "zero_signal_pred", "loss", "kl", "clip_frac",
                 "entropy", "grad_norm", "lp_diff", "truncated", "think_share", "sample_s", "train_s"):
         assert key in rl[0]
     assert rl[0]["lp_diff"] < 1e-4  # sampler and trainer compute the same log-probs
@@ -459,7 +495,7 @@ def test_a_non_finite_update_is_skipped_and_leaves_the_weights_untouched():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     opt = torch.optim.AdamW(model.parameters(), lr=0.1)
     cfg = config.Config(micro_batch=4, max_new_tokens=3)
-    assert train.grpo_update(model.train(), opt, s, torch.tensor([1.0, -1, 1, -1]), cfg, autocast_off()) is None
+    assert update(model, opt, s, torch.tensor([1.0, -1, 1, -1]), cfg) is None
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()) and not opt.state
 
 
@@ -501,17 +537,17 @@ def test_a_stop_signal_ends_the_step_saves_and_resumes_exactly(tmp_path, sig):
 
 
 # ------------------------------------------------------------------------ knobs that must agree with each other
-def test_curriculum_learns_from_every_drawn_group_even_those_dynamic_sampling_drops(rl_setup, monkeypatch):
+def test_curriculum_learns_from_every_drawn_group_even_those_dynamic_sampling_drops(rl_setup):
     """Dynamic sampling drops the all-pass and all-fail groups, which are exactly what the curriculum must see."""
     model, pool, pool_ids = rl_setup
-    drawn = []
-    draw = train.draw_prompts
-    monkeypatch.setattr(train, "draw_prompts", lambda *a, **k: drawn.extend(draw(*a, **k)) or drawn)
-    run = train.new_run(0, len(pool))
+    run = new_run(0, len(pool))
     run["success"].fill_(0.33)  # 0.7 * 0.33 + 0.3 * c is 0.33 for no pass rate c in {0, 1/4, ..., 1}
     cfg = config.Config(prompts_per_step=4, group_size=4, max_new_tokens=20, curriculum=True, dynamic_sampling=True)
-    train.rollout(model, pool, pool_ids, run, cfg)
-    assert len(drawn) == 8
+    copy = dict(run, data_rng=random.Random(0), sample_gen=torch.Generator().manual_seed(0))
+    drawn = train.draw_prompts(copy, len(pool), cfg)[0]  # the prompts rl_batch will draw, from the same generator
+    run["data_rng"] = random.Random(0)
+    batch = rl_batch(model, pool, pool_ids, run, cfg)[0]
+    assert len(drawn) == 8 and len(batch["problems"]) == 16  # 8 groups drawn, 4 trained on
     assert all(run["success"][i] != 0.33 for i in drawn)
     untouched = set(range(len(pool))) - set(drawn)
     assert all(run["success"][i] == pytest.approx(0.33) for i in untouched)
@@ -524,15 +560,15 @@ def test_a_response_that_breaks_its_flag_is_not_correct_anywhere_downstream(rl_s
     pool = [with_mode(p, m) for p in pool for m in MODES]
     monkeypatch.setattr(train, "thinks", lambda text: len(text) % 3 == 0)
     cfg = config.Config(prompts_per_step=8, group_size=4, max_new_tokens=20)
-    batch = train.rollout(model, pool, [encode(p.prompt) for p in pool], train.new_run(0, len(pool)), cfg)
-    broke = torch.tensor(batch["broke"])
+    batch = rl_batch(model, pool, [encode(p.prompt) for p in pool], new_run(0, len(pool)), cfg)[0]
+    broke = batch["broke"]
     assert broke.any() and not batch["correct"][broke].any()
-    record = train.rl_record(1, batch, dict(loss=0.0), 0.0, 0.0)
-    assert record["accuracy"] == pytest.approx(record["reward"])  # no longer above what was paid
+    record = train.rl_record(1, batch, 0.0, config.Config(thinking="fusion"))
+    assert record["acc"] == pytest.approx(record["reward"])  # no longer above what was paid
     lam = train.length_rewards(batch["samples"].lengths, batch["correct"], 4)
     assert (lam[broke] <= 0).all()  # a short flag-breaking row earns no length bonus
-    off = train.rollout(model, pool, [encode(p.prompt) for p in pool], train.new_run(0, len(pool)),
-                        config.Config(prompts_per_step=8, group_size=4, max_new_tokens=20, mode_contract=False))
+    off = rl_batch(model, pool, [encode(p.prompt) for p in pool], new_run(0, len(pool)),
+                   config.Config(prompts_per_step=8, group_size=4, max_new_tokens=20, mode_contract=False))[0]
     assert off["correct"][broke].any()  # without the contract a flag-breaking right answer stays right
 
 
@@ -548,18 +584,14 @@ def test_zero_signal_and_dynamic_sampling_look_at_what_the_advantages_see(rl_set
     lengths differ do, and dynamic sampling keeps those."""
     model, pool, pool_ids = rl_setup
 
-    class Right:
-        correct = formatted = True
-        reason = "ok"
-
-        def reward(self, format_bonus=0.0):
-            return 1.0 + format_bonus
-    monkeypatch.setattr(evaluation, "grade", lambda text, truth, check_form=True: Right())
+    import verify
+    monkeypatch.setattr(verify, "grade", lambda text, truth, check_form=True: verify.Grade(True, True, "ok"))
     base = dict(prompts_per_step=4, group_size=4, max_new_tokens=20, dynamic_sampling=True)
-    plain = train.rollout(model, pool, pool_ids, train.new_run(0, len(pool)), config.Config(**base))
-    shaped = train.rollout(model, pool, pool_ids, train.new_run(0, len(pool)), config.Config(**base, length_weight=0.5))
-    assert plain["zero_signal_drawn"] == 1.0 and (plain["advantages"] == 0).all()
-    assert shaped["zero_signal_drawn"] < 1.0
+    plain, drawn = rl_batch(model, pool, pool_ids, new_run(0, len(pool)), config.Config(**base))
+    shaped, drawn_shaped = rl_batch(model, pool, pool_ids, new_run(0, len(pool)),
+                                    config.Config(**base, length_weight=0.5))
+    assert drawn == 1.0 and (plain["advantages"] == 0).all()
+    assert drawn_shaped < 1.0
     kept = shaped["advantages"].view(-1, 4)
     assert (kept != 0).any(1).all()  # every kept group carries a push
 
@@ -569,13 +601,13 @@ def test_a_task_the_verifier_cannot_grade_is_refused_before_any_work():
     ever earn a reward. Refused, with the reason, before the model is built."""
     cfg = config.make_config(dict(digits=50, rl_pool=16, eval_problems=8), "cpu")
     with pytest.raises(SystemExit, match="verifier cannot grade.*--digits=50.*at most 40 digits"):
-        config.make_task(cfg)
+        train.make_task(cfg, None)
 
 
 def test_max_new_tokens_shorter_than_every_teacher_response_is_refused():
     cfg = config.make_config(dict(max_new_tokens=5, rl_pool=16, eval_problems=8), "cpu")
     with pytest.raises(SystemExit, match="--max_new_tokens=5 .*shortest"):
-        config.make_task(cfg)
+        train.make_task(cfg, None)
 
 
 # ------------------------------------------------------------------------ on-policy means ratio 1, in every precision
@@ -585,10 +617,9 @@ def test_the_first_pass_is_on_policy_under_bf16_autocast(rl_setup):
     on-policy batch. lp_diff still reports the gap, as a diagnostic."""
     model, pool, pool_ids = rl_setup
     cfg = config.Config(prompts_per_step=4, group_size=4, max_new_tokens=20, micro_batch=8)
-    batch = train.rollout(model, pool, pool_ids, train.new_run(0, len(pool)), cfg)
+    batch = rl_batch(model, pool, pool_ids, new_run(0, len(pool)), cfg)[0]
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
-    d = train.grpo_update(model, opt, batch["samples"], batch["advantages"], cfg,
-                          torch.autocast("cpu", dtype=torch.bfloat16))
+    d = update(model, opt, batch["samples"], batch["advantages"], cfg, torch.autocast("cpu", dtype=torch.bfloat16))
     assert d["clip_frac"] == 0 and d["ratio_max"] == 1.0
     assert 0 < d["lp_diff"] < 0.5  # the gap is real, and bounded
 
@@ -597,7 +628,6 @@ def test_trainer_and_sampler_agree_at_a_temperature_other_than_1(rl_setup):
     """Were the trainer to score at temperature 1 what was sampled at 0.7, the gap would be ~0.1, not 1e-5."""
     model, pool, pool_ids = rl_setup
     cfg = config.Config(prompts_per_step=4, group_size=4, max_new_tokens=20, temperature=0.7)
-    batch = train.rollout(model, pool, pool_ids, train.new_run(0, len(pool)), cfg)
-    d = train.grpo_update(model, torch.optim.SGD(model.parameters(), lr=0.0), batch["samples"], batch["advantages"],
-                          cfg, autocast_off())
+    batch = rl_batch(model, pool, pool_ids, new_run(0, len(pool)), cfg)[0]
+    d = update(model, torch.optim.SGD(model.parameters(), lr=0.0), batch["samples"], batch["advantages"], cfg)
     assert d["lp_diff"] < 1e-4 and d["ratio_max"] == pytest.approx(1.0, abs=1e-4)

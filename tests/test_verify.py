@@ -455,7 +455,8 @@ def test_hostile_payload_does_not_execute(tmp_path, monkeypatch):
 
 
 def test_no_eval_in_verifier():
-    """Read verify.py itself: no eval-like call on anything, and only stdlib imports and sympy (no torch)."""
+    """Read verify.py itself: no eval-like call on anything, and only stdlib imports and the project's tokenizer
+    (which decodes the samples' ids; no torch, no sympy)."""
     tree = ast.parse(Path(verify.__file__).read_text())
     banned_names = {"eval", "exec", "compile", "__import__", "getattr", "sympify", "parse_expr", "S"}
     banned_attrs = {"sympify", "parse_expr", "literal_eval", "parse_latex", "system", "popen", "S", "lambdify"}
@@ -466,7 +467,7 @@ def test_no_eval_in_verifier():
             assert not (isinstance(f, ast.Attribute) and f.attr in banned_attrs), ast.dump(f)
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
-            assert set(modules) <= {"re", "time", "dataclasses", "fractions", "sympy"}, modules
+            assert set(modules) <= {"re", "time", "dataclasses", "fractions", "data.tokenizer"}, modules
 
 
 # --- property tests: a seeded fuzzer, no new dependency
@@ -580,7 +581,7 @@ def test_task_answers_graded_correct():
                 assert grade(A(wrong), p.answer).reason == "wrong_value", (p, wrong)
             echo = p.prompt.removeprefix("Expand ").removesuffix(".\n")  # "(2x+3)(x-5)"
             assert grade(A(echo), p.answer).reason == "not_expanded", p
-            assert grade(A(echo), p.answer, check_form=False).reason == "ok", p
+            assert grade(A(echo), p.answer, check_form=False).correct, p
             continue
         q = Fraction(p.answer)  # our own string, so Fraction may read it
         num, den = q.numerator, q.denominator
@@ -591,21 +592,22 @@ def test_task_answers_graded_correct():
             assert not g.correct and g.reason == "wrong_value", (p, wrong, g)
 
 
-# --- polynomials: the form rule, the grammar against a plain reference, sympy's parser never reached
+# --- polynomials: the form rule, the grammar against a plain reference (sympy, on trusted trees), no library
 
 @pytest.mark.parametrize("answer", ["(x+3)(x-2)", "(x-2)(x+3)", "(x+3)*(x-2)", "((x+3)(x-2))", "x(x+1)-6",
                                     "x^2+3x-2x-6", "x*x+x-6", "(x^2+x-6)", "x^2+x-2*3", "-(6-x-x^2)", "x^2+x-2^2-2",
                                     "(x+3)^1(x-2)^1", "x(x+3)-2(x+3)"])
 def test_equal_but_unexpanded_is_right_only_for_the_hackable_grader(answer):
-    assert grade(A(answer), T).reason == "not_expanded"
-    assert grade(A(answer), T, check_form=False).reason == "ok"
+    strict, loose = grade(A(answer), T), grade(A(answer), T, check_form=False)
+    assert (strict.reason, strict.correct) == ("not_expanded", False)
+    assert (loose.reason, loose.correct) == ("not_expanded", True)  # paid, and still named for what it is
     assert grade(A(answer), "x^2+x-7", check_form=False).reason == "wrong_value"  # the value still counts
 
 
 def test_check_form_changes_nothing_else():
     for response, truth, reason in CASES:
         g = grade(response, truth, check_form=False)
-        assert g.reason == ("ok" if reason == "not_expanded" else reason), (response[:80], g)
+        assert g.reason == reason and g.correct == (reason in ("ok", "not_expanded")), (response[:80], g)
     assert grade(A("37*41"), "1517", check_form=False).reason == "unparseable"  # numbers stay literals
 
 
@@ -632,7 +634,7 @@ def test_fuzz_expressions_never_raise():
         response = A(random_text(rng, 16, EXPRESSION_ATOMS) if i % 2 else mutated(truth, rng))
         g, loose = grade(response, truth), grade(response, truth, check_form=False)
         assert g.formatted == (g.reason in FORMATTED) and g.correct == (g.reason == "ok"), (response, g)
-        assert loose.reason == ("ok" if g.reason == "not_expanded" else g.reason), (response, g, loose)
+        assert loose.reason == g.reason and loose.correct == (g.reason in ("ok", "not_expanded")), (response, loose)
         seen.add(g.reason)
     assert {"ok", "wrong_value", "not_expanded", "unparseable", "unknown_symbol", "too_complex", "bad_chars"} <= seen
 
@@ -691,36 +693,18 @@ def test_the_grammar_agrees_with_a_plain_reference():
         if reason in ("too_complex", "too_long"):  # a random tree over a cap
             continue
         assert reason is None, (text, reason)
-        assert poly == sympy.Poly(obj, x, domain=sympy.ZZ), text
-        assert all(poly.eval(k) == value(k) for k in range(-3, 4)), text
+        reference = sympy.Poly(obj, x, domain=sympy.ZZ).all_coeffs()[::-1]  # lowest power first
+        assert list(poly) == [int(c) for c in reference if reference != [0]], text
+        assert all(sum(c * k ** i for i, c in enumerate(poly)) == value(k) for k in range(-3, 4)), text
         checked += 1
     assert checked > 300
 
 
-def test_sympy_never_reads_text(monkeypatch):
-    """Every binding of sympify and parse_expr that sympy or verify holds refuses text while we grade: no answer
-    or truth ever reaches sympy's parser, however it is called."""
+def test_the_verifier_needs_no_algebra_library():
+    """The polynomials are the verifier's own tuples of integers: no sympy (nor any parser of text) is imported,
+    so none can be reached by an answer, however it is written."""
+    import subprocess
     import sys
-    from sympy.core.sympify import sympify
-    from sympy.parsing.sympy_parser import parse_expr
-
-    def no_text(a, *args, **kwargs):
-        assert not isinstance(a, str), f"sympify called on text: {a!r}"
-        return sympify(a, *args, **kwargs)
-
-    def never(*args, **kwargs):
-        raise AssertionError("parse_expr called")
-
-    for name, module in list(sys.modules.items()):
-        if name == "verify" or name.startswith("sympy"):
-            if vars(module).get("sympify") is sympify:
-                monkeypatch.setattr(module, "sympify", no_text)
-            if vars(module).get("parse_expr") is parse_expr:
-                monkeypatch.setattr(module, "parse_expr", never)
-    monkeypatch.setattr(type(sympy.S), "__call__", staticmethod(no_text))  # S("...") is sympify too
-    rng = random.Random(4)
-    responses = [r for r, truth, _ in CASES if truth in (T, "x^2-9", "2x^2-x-15")]
-    responses += [A(random_text(rng, 16, EXPRESSION_ATOMS)) for _ in range(300)]
-    for response in responses:
-        for check_form in (True, False):
-            grade(response, rng.choice(EXPRESSION_TRUTHS), check_form=check_form)
+    out = subprocess.run([sys.executable, "-c", "import sys, verify; print(sorted(m for m in sys.modules if "
+                          "m.split('.')[0] in ('sympy', 'mpmath')))"], capture_output=True, text=True).stdout
+    assert out.strip() == "[]", out
