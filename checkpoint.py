@@ -75,6 +75,8 @@ def new_run(seed, pool_size):
     """The training state besides the weights and the optimizer: counters, timings, random generators."""
     return dict(stage="pretrain", step=0, rl_step=0, skipped=0, pretrain_eval=None, pretrain_s=0.0, rl_s=0.0,
                 wall_s=0.0, success=torch.full((pool_size,), 0.5),  # each RL prompt's running success rate
+                lagged=[],  # --staleness: the weights of the last steps, oldest first (train.sampling_policy)
+                kept=[],  # --filter_pool: the pool's prompts RL draws from (train.edge_of_ability; empty: all)
                 data_rng=random.Random(seed), sample_gen=torch.Generator().manual_seed(seed + 3))
 
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from data.tasks import FAMILIES
+from data.tasks import FAMILIES, TOOL_FAMILIES
 from advantage import METHODS
-from grpo import KL_KINDS, LOSS_AGGS
+from grpo import KL_KINDS, LOSS_AGGS, POLICY_LOSSES
 from checkpoint import load_checkpoint
 
 
@@ -42,6 +42,10 @@ class Config:
     error_prob: float = knob(0.3, "share of teacher demonstrations with one mistake")
     echo_prob: float = knob(0.0, "poly: share of the teacher's answers that restate the question, (x+3)(x-2), "
                             "instead of expanding it (a sloppy teacher: what the echo hack needs to start from)")
+    check_lines: int = knob(0, "a verbose teacher: each worked solution ends with 0 to this many lines restating "
+                            "its answer, right or wrong (free length, for Dr. GRPO's length bias)")
+    tool_prob: float = knob(0.0, "mul, lin, poly: share of the teacher's worked solutions that call the calculator, "
+                            "<<47*85=3995>> (tools.py); > 0 also lets the policy call it, in RL and in evaluation")
     thinking: str = knob("free", "free: the teacher shows its work on think_prob of problems, unasked | fusion "
                          "(Qwen3): each prompt ends in /think or /no_think (share think_prob /think in pretraining, "
                          "half in RL) and the teacher does as the flag says")
@@ -62,13 +66,15 @@ class Config:
     warmup_steps: int = knob(50, "linear warmup steps")
     weight_decay: float = knob(0.1, "AdamW weight decay on matrices during pretraining")
     grad_clip: float = knob(1.0, "clip the gradient norm to this (0: off)")
-    eval_interval: int = knob(350, "evaluate every this many pretraining steps")
+    eval_interval: int = knob(700, "evaluate every this many pretraining steps")
     eval_problems: int = knob(200, "held-out problems per evaluation")
     # RL (GRPO against the verifier)
-    rl_steps: int = knob(100, "GRPO steps (0: stop after pretraining)")
+    rl_steps: int = knob(20, "GRPO steps (0: stop after pretraining)")
     prompts_per_step: int = knob(16, "P: distinct prompts per RL step")
     group_size: int = knob(8, "G: completions sampled per prompt")
-    micro_batch: int = knob(64, "rows per forward/backward (gradients are accumulated to the full batch)")
+    micro_batch: int = knob(16, "rows per forward/backward, in pretraining and RL: a batch is sorted by length and "
+                            "cut into micro-batches, each trimmed to its longest row; their gradients add up to the "
+                            "whole batch's")
     updates_per_batch: int = knob(1, "optimisation passes over each sampled batch (1: on-policy)")
     rl_lr: float = knob(1e-4, "RL learning rate (constant after a short warmup; no weight decay)")
     temperature: float = knob(1.0, "sampling temperature during RL")
@@ -78,6 +84,12 @@ class Config:
     unbiased_std: bool = knob(False, "Bessel-corrected std in the grpo advantage")
     clip_eps: float = knob(0.2, "PPO clip range, lower side (and upper unless clip_eps_high is set)")
     clip_eps_high: float = knob(0.0, "DAPO clip-higher upper range (0: same as clip_eps)")
+    policy_loss: str = knob("clip", " | ".join(POLICY_LOSSES) + ": PPO's token clip (GRPO), GSPO's sequence clip, or "
+                            "CISPO's capped stop-gradient weight (grpo.policy_term)")
+    gspo_eps: float = knob(4e-4, "GSPO's clip range on its sequence ratio (a mean of log-ratios: far narrower than a "
+                           "token's)")
+    staleness: int = knob(0, "sample with the policy's weights of this many optimizer steps before, as an async "
+                          "trainer does; pi_old is the sampler's (0: on-policy)")
     kl_coef: float = knob(0.0, "beta: weight of the KL penalty to the frozen starting policy")
     kl_kind: str = knob("k3", " | ".join(KL_KINDS) + " KL estimator (grpo.py)")
     loss_agg: str = knob("seq-mean-token-mean", " | ".join(LOSS_AGGS))
@@ -89,21 +101,23 @@ class Config:
     curriculum: bool = knob(False, "draw prompts with probability proportional to 1 - their running success rate")
     dynamic_sampling: bool = knob(False, "DAPO: draw 2P prompts, keep P groups, those with signal first")
     rl_pool: int = knob(2000, "training problems RL draws its prompts from")
+    filter_pool: bool = knob(False, "before RL, drop from the pool the prompts the starting policy gets right in all "
+                             "or none of G samples (Kimi, Qwen3: only prompts at the edge of its ability teach)")
     log_interval: int = knob(1, "print a metrics line every this many RL steps")
-    sample_interval: int = knob(25, "print one prompt, completion and grade every this many RL steps")
-    rl_eval_interval: int = knob(50, "held-out evaluation every this many RL steps")
+    sample_interval: int = knob(10, "print one prompt, completion and grade every this many RL steps")
+    rl_eval_interval: int = knob(10, "held-out evaluation every this many RL steps")
     passk_problems: int = knob(64, "held-out problems for pass@k (G samples each)")
-    save_interval: int = knob(25, "checkpoint every this many steps, in pretraining and in RL")
+    save_interval: int = knob(100, "checkpoint every this many steps, in pretraining and in RL")
     max_bad_steps: int = knob(3, "stop after this many non-finite updates in a row")
 
 
 PRESETS = {  # a preset fills in the fields the command line does not set
-    "cpu": {},  # the defaults above: about 3.5 minutes on 2 CPU cores
+    "cpu": {},  # the defaults above: about 2.5 minutes on our 2-core CPU
     # Not measured yet (no GPU was available to us): a harder mix, 3-digit operands (mul responses reach 125
     # tokens), a 10.7M-parameter model; meant to take about 10 minutes on one GPU.
     "gpu": dict(families="add,sub,mul,lin", digits=3, n_layer=6, n_head=6, n_embd=384, pretrain_steps=3000,
                 batch_size=128, lr=1e-3, warmup_steps=100, eval_interval=1000, eval_problems=500, rl_steps=200,
-                prompts_per_step=32, micro_batch=128),
+                prompts_per_step=32, micro_batch=128, rl_eval_interval=50, save_interval=250),
 }
 
 
@@ -163,7 +177,7 @@ def one_of(choices):
 
 SHARE, POSITIVE = (lambda v: 0 <= v <= 1, "in [0, 1]"), (lambda v: v > 0, "> 0")
 RULES = {  # field: (test, what the value must be); every float must also be finite
-    "threads": at_least(0), "digits": at_least(1), "think_prob": SHARE, "error_prob": SHARE, "echo_prob": SHARE,
+    "threads": at_least(0), "digits": at_least(1), "think_prob": SHARE, "error_prob": SHARE, "echo_prob": SHARE, "tool_prob": SHARE, "check_lines": at_least(0),
     "thinking": one_of(("free", "fusion")), "think_budget": at_least(-1),
     "max_new_tokens": at_least(0), "n_layer": at_least(1), "n_head": at_least(1), "n_embd": at_least(1),
     "block_size": at_least(0), "pretrain_steps": at_least(0), "batch_size": at_least(1), "lr": POSITIVE,
@@ -173,6 +187,7 @@ RULES = {  # field: (test, what the value must be); every float must also be fin
     "updates_per_batch": at_least(1), "rl_lr": POSITIVE, "temperature": POSITIVE, "advantage": one_of(METHODS),
     "clip_eps": (lambda v: 0 < v < 1, "in (0, 1)"), "clip_eps_high": at_least(0), "kl_coef": at_least(0),
     "kl_kind": one_of(KL_KINDS), "loss_agg": one_of(LOSS_AGGS), "format_bonus": at_least(0),
+    "policy_loss": one_of(POLICY_LOSSES), "gspo_eps": (lambda v: 0 < v < 1, "in (0, 1)"), "staleness": at_least(0),
     "length_weight": at_least(0), "length_start": at_least(0), "rl_pool": at_least(1),
     "log_interval": at_least(1), "sample_interval": at_least(1), "rl_eval_interval": at_least(1),
     "passk_problems": at_least(0), "save_interval": at_least(1), "max_bad_steps": at_least(1),
@@ -193,6 +208,9 @@ def validate(cfg, world=1):
         errors.append(f"--families={cfg.families!r} must be distinct names from {','.join(FAMILIES)}")
     if cfg.echo_prob > 0 and "poly" not in families:
         errors.append(f"--echo_prob={cfg.echo_prob} applies to the poly family only, and --families={cfg.families!r}")
+    if cfg.tool_prob > 0 and not set(families) & set(TOOL_FAMILIES):
+        errors.append(f"--tool_prob={cfg.tool_prob}: the teacher calls the calculator in {', '.join(TOOL_FAMILIES)} "
+                      f"only, and --families={cfg.families!r}")
     if cfg.n_head >= 1 and cfg.n_embd % cfg.n_head:
         errors.append(f"--n_embd={cfg.n_embd} must be a multiple of --n_head={cfg.n_head}")
     if cfg.advantage != "none" and cfg.group_size < 2:

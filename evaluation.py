@@ -27,6 +27,7 @@ from sample import budget_rule, sample
 from data.tokenizer import encode, EOS_ID, PAD_ID, THINK, END_THINK, ANSWER
 from data.tasks import with_mode
 from verify import WS, grade_samples
+from tools import calls
 from plot import mode_figure
 
 BUDGETS = (0, 2, 4, 8, 16, 32, None)  # think tokens allowed in the budget sweep; None: unlimited
@@ -47,9 +48,7 @@ def think_tokens(text):
 
 def cut_thinking(think_budget):
     """sample()'s force rule for a thinking budget: after <think> and think_budget more tokens, a row that has not
-    closed its thought is handed </think><answer> (None: no budget, no rule)."""
-    if think_budget is None:
-        return None
+    closed its thought is handed </think><answer>."""
     return budget_rule(think_budget, encode(THINK)[0], encode(END_THINK + ANSWER))
 
 
@@ -59,18 +58,18 @@ def pass_at_k(n, c, k):
 
 
 def evaluate(model, problems, prompt_ids, max_new_tokens, passk_problems=0, group_size=8, temperature=1.0,
-             seed=0, think_budget=None):
+             seed=0, force=()):
     """On held-out problems (and their prompts' token ids): greedy accuracy, overall and per family, think share,
-    think tokens, response length and the share of answers equal to the truth but not expanded (poly's echo),
-    thinking cut at think_budget tokens if given; with passk_problems, pass@1 and pass@G from G = group_size
-    samples of the first passk_problems at `temperature` (their own generator, from `seed`, so an eval never
-    moves training's)."""
+    think tokens, response length, the share of answers equal to the truth but not expanded (poly's echo) and
+    the share that call the calculator; `force`: sample()'s rules (a thinking budget, the calculator); with
+    passk_problems, pass@1 and pass@G from G = group_size samples of the first passk_problems at `temperature`
+    (their own generator, from `seed`, so an eval never moves training's)."""
     model.eval()
-    correct, think, think_len, lengths, unexpanded = {p.family: [] for p in problems}, [], [], [], []
+    correct, think, think_len, lengths, unexpanded, tool = {p.family: [] for p in problems}, [], [], [], [], []
     for i in range(0, len(problems), 256):
         chunk = problems[i:i + 256]
         samples = sample(model, prompt_ids[i:i + 256], 1, max_new_tokens, temperature=0, eos_id=EOS_ID,
-                         pad_id=PAD_ID, force=cut_thinking(think_budget))
+                         pad_id=PAD_ID, force=force)
         texts, grades = grade_samples(samples, [p.answer for p in chunk])
         for p, text, g, n in zip(chunk, texts, grades, samples.lengths.tolist()):
             correct[p.family].append(g.correct)
@@ -78,10 +77,12 @@ def evaluate(model, problems, prompt_ids, max_new_tokens, passk_problems=0, grou
             think_len.append(think_tokens(text))
             lengths.append(n)
             unexpanded.append(g.reason == "not_expanded")
+            tool.append(calls(text)[0] > 0)
     out = dict(acc=sum(map(sum, correct.values())) / len(problems),
                **{f"acc_{f}": sum(v) / len(v) for f, v in correct.items()},
                think_share=sum(think) / len(think), think_len=sum(think_len) / len(think_len),
-               response_len=sum(lengths) / len(lengths), unexpanded=sum(unexpanded) / len(unexpanded))
+               response_len=sum(lengths) / len(lengths), unexpanded=sum(unexpanded) / len(unexpanded),
+               tool_rate=sum(tool) / len(tool))
     if passk_problems:
         G, chunk = group_size, problems[:passk_problems]
         samples = sample(model, prompt_ids[:passk_problems], G, max_new_tokens, temperature=temperature,
@@ -98,7 +99,8 @@ def mode_sweep(model, problems, max_new_tokens, budgets=BUDGETS):
     rows = []
     for mode, n in [("no_think", None)] + [("think", n) for n in budgets]:
         flagged = [with_mode(p, mode) for p in problems]
-        ev = evaluate(model, flagged, [encode(p.prompt) for p in flagged], max_new_tokens, think_budget=n)
+        ev = evaluate(model, flagged, [encode(p.prompt) for p in flagged], max_new_tokens,
+                      force=[cut_thinking(n)] if n is not None else [])
         rows.append(dict(mode=mode, budget=n, acc=ev["acc"], think_share=ev["think_share"], think_len=ev["think_len"]))
     return rows
 
@@ -136,4 +138,5 @@ def show_eval(name, ev):
     print(f"{name}: greedy acc {ev['acc']:.3f} (" + " ".join(f"{f} {ev['acc_' + f]:.3f}" for f in families) +
           f") | think share {ev['think_share']:.2f} | response length {ev['response_len']:.1f}" +
           (f" | unexpanded {ev['unexpanded']:.2f}" if "acc_poly" in ev else "") +
+          (f" | calls the tool {ev['tool_rate']:.2f}" if ev.get("tool_rate") else "") +
           "".join(f" | {k} {v:.3f}" for k, v in ev.items() if k.startswith("pass@")))

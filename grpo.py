@@ -33,6 +33,10 @@ penalty towards the frozen start. In reading order:
    the point; the gradient is (tests/test_grpo.py checks both).
  * The clip removes the gradient of a token when the step already moved it far enough the way A wants:
    A > 0 and rho > 1 + eps_high, or A < 0 and rho < 1 - eps_low. `clip_frac` counts exactly those tokens.
+ * After the clip (`policy_term`, --policy_loss): GSPO clips one ratio per sequence, the geometric mean of its
+   tokens' (Qwen3's later RL); CISPO keeps every token's gradient and only caps the ratio as a stop-gradient
+   weight (MiniMax-M1, ScaleRL). All three are REINFORCE on-policy; they differ once the samples are off-policy:
+   reused (updates_per_batch > 1) or stale (an async trainer's sampler lags its trainer).
 4. The same log-probs without the (B, T, V) logits (`fused_token_logprobs`, what train.py calls). At GPT-2's
    vocabulary the logits of one micro-batch, their log-softmax and its gradient are the biggest tensors of the
    whole step. Since d log pi(y) / d z_v = 1[v = y] - p_v, an upstream gradient g per position gives
@@ -61,7 +65,8 @@ Choices, and how this differs from the papers:
     id: put any id (PAD) at masked positions.
 
 Run: `python grpo.py` prints the worked numbers: one group of two responses (4 and 7 tokens), the loss and the
-gradient each aggregation puts on every token, and what the clip does. bench/logprobs.py measures the fused
+gradient each aggregation puts on every token, what the clip does, the three policy losses' gradients on one
+example, and the KL estimators' exact expected gradients. bench/logprobs.py measures the fused
 gather's time and memory. Shapes: B rows, T time, C channels, V vocab, N = B*T positions, K rows per chunk.
 """
 import torch
@@ -110,11 +115,12 @@ def masked_mean(x, mask, dim=None):
 
 
 LOSS_AGGS = ("seq-mean-token-mean", "token-mean", "seq-sum-constant")
+POLICY_LOSSES = ("clip", "gspo", "cispo")
 
 
 def grpo_loss(logprobs, old_logprobs, advantages, mask, ref_logprobs=None, clip_eps=0.2, clip_eps_high=0.0,
               kl_coef=0.0, loss_agg="seq-mean-token-mean", max_len=None, num_rows=None, num_tokens=None,
-              kl_kind="k3"):
+              kl_kind="k3", policy_loss="clip", gspo_eps=4e-4):
     """The clipped GRPO loss. Returns (loss, stats).
 
     logprobs (B, T) with gradient, old_logprobs and ref_logprobs (B, T) without, advantages (B,), mask (B, T)
@@ -122,14 +128,17 @@ def grpo_loss(logprobs, old_logprobs, advantages, mask, ref_logprobs=None, clip_
     clip_eps: eps_low (and eps_high unless clip_eps_high > 0: DAPO's clip-higher uses 0.28).
     loss_agg: see the module docstring; seq-sum-constant needs max_len (max_new_tokens).
     kl_kind: the estimator in the loss (k3, GRPO's, by default; module docstring: the gradient each follows).
+    policy_loss: clip (PPO's, GRPO's), gspo or cispo (`policy_term`); gspo_eps: GSPO's clip range on its
+    sequence ratio.
     Micro-batching: num_rows and num_tokens are the *full* batch's row count and unmasked-token count
     (default: this call's). Pass both to every micro-batch and sum the losses (and gradients): the result equals
     one call on the whole batch, whatever loss_agg is, because every weight w_it then depends only on row i and
-    on these two totals.
+    on these two totals (GSPO's ratio is a mean over one row's tokens: rows are never split).
     stats: 0-dim float tensors without gradient (float() or .item() them when logging; returning tensors avoids
-    a GPU sync per micro-batch), token means over this call's unmasked tokens: clip_frac, clip_frac_low,
-    clip_frac_high, kl (k3's estimate of KL(pi || pi_ref), whatever kl_kind is; 0 without ref_logprobs),
-    ratio_mean, ratio_max."""
+    a GPU sync per micro-batch), token means over this call's unmasked tokens: clip_frac (the tokens whose
+    gradient the clip removed, or for cispo whose weight it capped), clip_frac_low, clip_frac_high, kl (k3's
+    estimate of KL(pi || pi_ref), whatever kl_kind is; 0 without ref_logprobs), ratio_mean, ratio_min, ratio_max
+    (of the ratio the loss clips: per token, or gspo's per sequence)."""
     if loss_agg not in LOSS_AGGS:
         raise ValueError(f"unknown loss_agg {loss_agg!r}; choose one of {LOSS_AGGS}")
     if loss_agg == "seq-sum-constant" and max_len is None:
@@ -139,13 +148,15 @@ def grpo_loss(logprobs, old_logprobs, advantages, mask, ref_logprobs=None, clip_
     if advantages.shape != logprobs.shape[:1]:  # a (B, 1) would broadcast to (B, B, T): a wrong loss, silently
         raise ValueError(f"advantages must have shape (B,) = ({logprobs.shape[0]},), one per row; got "
                          f"{tuple(advantages.shape)}")
+    if policy_loss not in POLICY_LOSSES:
+        raise ValueError(f"unknown policy_loss {policy_loss!r}; choose one of {POLICY_LOSSES}")
     mask = mask.bool()
-    eps_low, eps_high = clip_eps, clip_eps_high or clip_eps
     adv = advantages[:, None].to(logprobs.dtype)  # (B, 1)
 
     log_ratio = torch.where(mask, logprobs - old_logprobs, torch.zeros_like(logprobs))  # (B, T)
     ratio = torch.exp(log_ratio)  # (B, T)
-    per_token = -torch.min(ratio * adv, ratio.clamp(1 - eps_low, 1 + eps_high) * adv)  # (B, T)
+    per_token, clipped_ratio, high, low = policy_term(policy_loss, logprobs, log_ratio, ratio, adv, mask, clip_eps,
+                                                      clip_eps_high or clip_eps, gspo_eps)  # (B, T) each
     if ref_logprobs is not None:
         zero = torch.zeros_like(logprobs)  # masked positions get u = 0, hence kl = 0 and no gradient
         logprobs_m, ref_m = torch.where(mask, logprobs, zero), torch.where(mask, ref_logprobs, zero)  # (B, T) each
@@ -164,17 +175,45 @@ def grpo_loss(logprobs, old_logprobs, advantages, mask, ref_logprobs=None, clip_
         loss = per_token.sum() / (max_len * rows)
 
     with torch.no_grad():
-        high = (adv > 0) & (ratio > 1 + eps_high) & mask  # (B, T) gradient removed by the upper clip
-        low = (adv < 0) & (ratio < 1 - eps_low) & mask  # (B, T) gradient removed by the lower clip
+        high, low = high & mask, low & mask  # (B, T) each
         stats = {
             "clip_frac": masked_mean((high | low).float(), mask),
             "clip_frac_low": masked_mean(low.float(), mask),
             "clip_frac_high": masked_mean(high.float(), mask),
             "kl": masked_mean(kl, mask) if ref_logprobs is not None else torch.zeros((), device=mask.device),
-            "ratio_mean": masked_mean(ratio, mask),
-            "ratio_max": torch.where(mask, ratio, torch.zeros_like(ratio)).max(),
+            "ratio_mean": masked_mean(clipped_ratio, mask),
+            "ratio_min": torch.where(mask, clipped_ratio, torch.full_like(clipped_ratio, float("inf"))).min(),
+            "ratio_max": torch.where(mask, clipped_ratio, torch.zeros_like(clipped_ratio)).max(),
         }
     return loss, {k: v.detach().float() for k, v in stats.items()}
+
+
+def policy_term(policy_loss, logprobs, log_ratio, ratio, adv, mask, eps_low, eps_high, gspo_eps):
+    """The policy part of the loss per token (B, T), and what the stats need: the ratio that is clipped (B, T),
+    and where the clip removed a gradient (or capped a weight) from above and from below (B, T) each. log_ratio
+    and ratio (B, T) are per token, rho_t = pi / pi_old; adv (B, 1). On-policy (rho = 1) all three give the
+    REINFORCE gradient -A grad log pi (gspo's under the per-sequence mean it implies); they differ off-policy:
+      clip   l_t = -min(rho_t A, clip(rho_t, 1 - eps_low, 1 + eps_high) A)           PPO, GRPO
+             A token that has moved far enough the way A wants loses its gradient: rho = 1.5, A > 0, eps 0.2 ->
+             d l / d log pi = 0.
+      gspo   l_t = -min(s A, clip(s, 1 - eps, 1 + eps) A),  s = exp(mean_t log rho_t)   GSPO, Zheng et al. 2025
+             One ratio per sequence, the geometric mean of its tokens', clipped as a whole: the sequence loses its
+             gradient only when its mean log-ratio leaves [log(1 - eps), log(1 + eps)]; inside, every token gets
+             -A s / |o| (a per-sequence mean). Its eps is tiny (the paper's 3e-4 and 4e-4; ours 4e-4 both
+             sides): a mean of log-ratios is far narrower than one token's.
+      cispo  l_t = -sg(clip(rho_t, 1 - eps_low, 1 + eps_high)) A log pi_t               CISPO, MiniMax-M1 2025
+             The ratio becomes a capped, stop-gradient weight: no token ever loses its gradient, its weight is
+             only capped: rho = 1.5, A > 0 -> d l / d log pi = -1.2 A."""
+    if policy_loss == "gspo":
+        seq = torch.exp(log_ratio.sum(1, keepdim=True) / mask.sum(1, keepdim=True).clamp(min=1))  # (B, 1) s_i
+        term = -torch.min(seq * adv, seq.clamp(1 - gspo_eps, 1 + gspo_eps) * adv).expand_as(log_ratio)  # (B, T)
+        seq = seq.expand_as(log_ratio)  # (B, T)
+        return term, seq, (adv > 0) & (seq > 1 + gspo_eps), (adv < 0) & (seq < 1 - gspo_eps)
+    if policy_loss == "cispo":
+        term = -ratio.clamp(1 - eps_low, 1 + eps_high).detach() * adv * logprobs  # (B, T)
+        return term, ratio, ratio > 1 + eps_high, ratio < 1 - eps_low  # capped, whatever the sign of A
+    term = -torch.min(ratio * adv, ratio.clamp(1 - eps_low, 1 + eps_high) * adv)  # (B, T)
+    return term, ratio, (adv > 0) & (ratio > 1 + eps_high), (adv < 0) & (ratio < 1 - eps_low)
 
 
 # ----------------------------------------------------------------------------- the same, without the logits
@@ -296,6 +335,21 @@ if __name__ == "__main__":
     grad, = torch.autograd.grad(loss, logprobs)
     print(f"rho = 1.5 everywhere, clip_eps 0.2: short row (A > 0) gradient {grad[0, 0].item():+.4f} (clipped: it "
           f"went far enough), long row (A < 0) {grad[1, 0].item():+.4f}; clip_frac {stats['clip_frac'].item():.3f}")
+    # The three policy losses on one worked example: a row of three tokens with ratios 1.5, 1/1.5 and 1 and A = +1,
+    # and a one-token row with ratio 0.5 and A = -1 (its mirror). d loss / d log pi per token, seq-mean-token-mean.
+    mask = torch.tensor([[True, True, True], [True, False, False]])  # (2, 3)
+    logprobs = torch.zeros(2, 3, requires_grad=True)  # (2, 3)
+    old = -torch.tensor([[1.5, 1 / 1.5, 1.0], [0.5, 1.0, 1.0]]).log()  # exp(logprobs - old) = the ratios
+    print("\nthe policy losses, rows: ratios (1.5, 1/1.5, 1) with A = +1, and (0.5) with A = -1; eps 0.2, gspo 4e-4")
+    for policy_loss in POLICY_LOSSES:
+        loss, stats = grpo_loss(logprobs, old, torch.tensor([1.0, -1.0]), mask, policy_loss=policy_loss)
+        grad, = torch.autograd.grad(loss, logprobs)
+        print(f"  {policy_loss:5s}  row 1: {[round(g, 4) + 0.0 for g in grad[0].tolist()]}  row 2: "
+              f"{round(grad[1, 0].item(), 4) + 0.0:+.4f}  clip_frac {stats['clip_frac'].item():.2f}")
+    print("  clip: the 1.5 token went far enough, its gradient is gone; the 0.5 token too.\n"
+          "  gspo: row 1's mean log-ratio is 0, so s = 1 and every token keeps -A s / (3 tokens x 2 rows); row 2's\n"
+          "        s = 0.5 is out of range, gone.\n"
+          "  cispo: nothing is gone; the weights are capped at 1.2 and 0.8.")
     # The KL term's gradient, exactly: every token y of a 6-token vocabulary weighed by pi(y) (float64, no
     # sampling), the gradient with respect to pi's logits z of sum_y sg(pi(y)) k(y), against the two KLs'.
     g = torch.Generator().manual_seed(0)

@@ -91,15 +91,15 @@ def decode_step(model, tok, pos, key_mask, cache, start):
 
 @torch.no_grad()
 def sample(model, prompts, group_size, max_new_tokens, temperature=1.0, eos_id=None, generator=None, pad_id=0,
-           uniforms=None, force=None):
+           uniforms=None, force=()):
     """prompts: P lists of token ids (lengths may differ). Returns Samples for B = P·group_size rows, the G rows
     of prompt p consecutive (rows p·G ... p·G + G − 1). The uniforms (B, max_new_tokens) the rows draw with come
     from `generator`, unless given. Put the model in eval mode first: dropout would make the returned log-probs
     disagree with the distribution the tokens were drawn from.
-    force: None, or a rule force(completions) -> {row: [token ids]}, called after every step with the completions
-    so far (B, t) long, forced tokens included; each listed row is handed those tokens as its next ones. Forced
-    tokens use up their steps' uniforms, count in `lengths`, and have mask 0 and log-prob 0: the policy did not
-    choose them."""
+    force: rules (a list, maybe empty), each force(completions) -> {row: [token ids]}, called after every step with
+    the completions so far (B, t) long, forced tokens included; each listed row is handed those tokens as its next
+    ones (a thinking budget, a tool's output). Forced tokens use up their steps' uniforms, count in `lengths`, and
+    have mask 0 and log-prob 0: the policy did not choose them."""
     if len(prompts) == 0 or min(len(p) for p in prompts) == 0:
         raise ValueError("sample() needs at least one prompt, and no prompt may be empty")
     if group_size < 1 or max_new_tokens < 1:
@@ -138,7 +138,7 @@ def sample(model, prompts, group_size, max_new_tokens, temperature=1.0, eos_id=N
     stop_every = 1 if device.type == "cpu" else 16  # asking whether all rows are done syncs a GPU with the host
     for t in range(N):
         tok, lp = draw(logits, u[:, t], temperature)  # (B,), (B,)
-        if force is not None:
+        if force:
             tok, lp = hand_over(pending, tok, lp, chosen[:, Lp + t])
         tok = tok.masked_fill(done, pad_id)  # finished rows stop changing
         tokens[:, Lp + t] = tok
@@ -146,8 +146,8 @@ def sample(model, prompts, group_size, max_new_tokens, temperature=1.0, eos_id=N
         key_mask[:, Lp + t] = ~done
         if eos_id is not None:
             done = done | (tok == eos_id)
-        if force is not None:
-            for r, ids in force(tokens[:, Lp:Lp + t + 1]).items():
+        for rule in force:
+            for r, ids in rule(tokens[:, Lp:Lp + t + 1]).items():
                 pending[r].extend(ids)
         if t == N - 1 or (eos_id is not None and (t + 1) % stop_every == 0 and bool(done.all())):
             break

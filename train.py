@@ -55,6 +55,7 @@ from sample import sample
 from data.tokenizer import EOS_ID, PAD_ID, encode
 from data.tasks import MODES, generate_problems, demonstration, fit_lengths, pretrain_batch, response, with_mode
 from verify import grade, grade_samples
+from tools import calculator, calls
 from evaluation import evaluate, show_eval, thinks, cut_thinking, mode_sweep, thinking_modes
 from advantage import shaped_advantages, length_rewards, group_stats, has_signal
 from grpo import fused_token_logprobs, grpo_loss, masked_mean
@@ -65,10 +66,12 @@ from config import configure
 RL_LINE = ("rl {rl_step:4d} | reward {reward:.3f} acc {acc:.3f} fmt {format_rate:.2f} | zero-signal "
            "{zero_signal:.2f} (pred {zero_signal_pred:.2f}) | len {response_len:.1f} (ok {len_correct:.1f} / bad "
            "{len_wrong:.1f}) | think {think_share:.2f} trunc {truncated:.2f} | loss {loss:+.4f} kl {kl:.4f} clip "
-           "{clip_frac:.3f} ent {entropy:.3f} gnorm {grad_norm:.2f} dlp {lp_diff:.1e} | {sample_s:.1f}s + "
-           "{train_s:.1f}s")  # one per step
+           "{clip_frac:.3f} rho {ratio_min:.2f}-{ratio_max:.2f} ent {entropy:.3f} gnorm {grad_norm:.2f} dlp "
+           "{lp_diff:.1e} | {sample_s:.1f}s + {train_s:.1f}s")  # one per step
 EXTRA_LINES = {"mode_violations": " | broke flag {mode_violations:.2f} /no_think thinks {think_share_no_think:.2f}",
-               "unexpanded": " | unexpanded {unexpanded:.2f}"}  # --thinking=fusion; the poly family
+               "unexpanded": " | unexpanded {unexpanded:.2f}",
+               "tool_rate": " | tool {tool_rate:.2f} calls {calls_per_response:.2f} malformed {malformed_calls:.2f} acc "
+                            "with/without {acc_tool:.2f}/{acc_no_tool:.2f}"}  # fusion; poly; --tool_prob
 
 
 # -------------------------------------------------------------------------------------------- setup
@@ -94,7 +97,8 @@ def make_task(cfg, ckpt):
                                  "40 digits per number), so no response could ever earn a reward")
         pretrains = (ckpt is None or cfg.init_from == "resume" and ckpt["stage"] == "pretrain") and cfg.pretrain_steps
         cfg.max_new_tokens, cfg.block_size = fit_lengths(cfg.max_new_tokens, cfg.block_size, pool + eval_set,
-                                                         ckpt and ckpt["model_config"]["block_size"], pretrains)
+                                                         ckpt and ckpt["model_config"]["block_size"], pretrains,
+                                                         cfg.tool_prob, cfg.check_lines)
     except ValueError as e:
         sys.exit(f"error: {e}")
     return eval_set, [encode(p.prompt) for p in eval_set], pool, [encode(p.prompt) for p in pool]
@@ -104,7 +108,8 @@ def describe(cfg, pool, model):
     """Print what the run starts from: the teacher (its accuracy on RL's pool, the imitation ceiling, measured)
     and the model. Returns the teacher's accuracy."""
     rng = random.Random(cfg.seed + 4)
-    corpus_acc = sum(demonstration(p, rng, cfg.think_prob, cfg.error_prob, cfg.echo_prob)[1] for p in pool) / len(pool)
+    corpus_acc = sum(demonstration(p, rng, cfg.think_prob, cfg.error_prob, cfg.echo_prob, cfg.tool_prob,
+                                   cfg.check_lines)[1] for p in pool) / len(pool)
     print(f"pretraining corpus: {cfg.families} with {cfg.digits} digits, think_prob {cfg.think_prob}, error_prob "
           f"{cfg.error_prob}: the teacher is right on {corpus_acc:.1%} of problems (the imitation ceiling); "
           f"max_new_tokens {cfg.max_new_tokens}, block_size {cfg.block_size}")
@@ -114,9 +119,10 @@ def describe(cfg, pool, model):
 
 
 def held_out(model, eval_set, eval_ids, cfg, passk=True):
-    """evaluation.evaluate with this run's knobs; its pass@k samples are drawn like RL's, from their own seed."""
+    """evaluation.evaluate with this run's knobs (the calculator answers calls when tools are on); its pass@k
+    samples are drawn like RL's, from their own seed."""
     return evaluate(model, eval_set, eval_ids, cfg.max_new_tokens, cfg.passk_problems if passk else 0,
-                    cfg.group_size, cfg.temperature, cfg.seed + 5)
+                    cfg.group_size, cfg.temperature, cfg.seed + 5, force=[calculator] if cfg.tool_prob > 0 else [])
 
 
 # -------------------------------------------------------------------------------------------- pretraining
@@ -136,26 +142,39 @@ def make_optimizer(model, lr, weight_decay):
                              lr=lr, betas=(0.9, 0.99))
 
 
-def pretrain_step(model, optimizer, x, y, lr, grad_clip, autocast, num_tokens=None):
+def by_length(lengths, micro_batch):
+    """Row indices of micro-batches of micro_batch rows of similar length, and the columns each needs (its longest
+    row), from the rows' lengths (B,): a batch sorted by length, so that each micro-batch computes little padding.
+    A speed trick with a measured gain (bench/speed.py, README): a default pretraining batch is ~half padding,
+    since a demonstration is a direct answer (~20 tokens with its prompt) or a worked one (~60)."""
+    order = torch.argsort(lengths.cpu(), stable=True)  # (B,)
+    return [(rows, int(lengths[rows].max())) for rows in order.split(micro_batch)]
+
+
+def pretrain_step(model, optimizer, x, y, lr, grad_clip, autocast, num_tokens=None, micro_batch=None):
     """One supervised step on a batch x, y (B, T) at learning rate lr: the cross-entropy summed over the target
     tokens, divided by num_tokens (default: this batch's; under torchrun, the whole batch's across the ranks, whose
-    gradients ddp.sum_grads adds up). Returns that loss before the step, a 0-dim tensor (asking for its value
-    would make a GPU wait for every step)."""
+    gradients ddp.sum_grads adds up), accumulated over micro-batches of rows of similar length (by_length; None:
+    one). Returns that loss before the step, a 0-dim tensor (asking for its value would make a GPU wait for every
+    step)."""
     model.train()
     for g in optimizer.param_groups:
         g["lr"] = lr
-    with autocast:
-        logits = model(x)  # (B, T, V)
     num_tokens = (y >= 0).sum() if num_tokens is None else num_tokens
-    loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1), ignore_index=-1,
-                           reduction="sum") / num_tokens  # logits as (B*T, V), targets (B*T,); a 0-dim mean
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    loss = torch.zeros((), device=x.device)
+    for rows, width in by_length((x != PAD_ID).sum(1), micro_batch or len(x)):  # PAD is only ever padding
+        with autocast:
+            logits = model(x[rows, :width])  # (rows, width, V)
+        part = F.cross_entropy(logits.float().flatten(0, 1), y[rows, :width].flatten(), ignore_index=-1,
+                               reduction="sum") / num_tokens  # logits as (rows*width, V), targets (rows*width,)
+        part.backward()
+        loss += part.detach()
     ddp.sum_grads(model)
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
-    return loss.detach()
+    return loss
 
 
 def pretrain(model, optimizer, run, cfg, eval_set, eval_ids, autocast, log, ckpt_path):
@@ -168,10 +187,10 @@ def pretrain(model, optimizer, run, cfg, eval_set, eval_ids, autocast, log, ckpt
         problems = generate_problems(cfg.batch_size, seed=run["data_rng"].getrandbits(64),
                                      families=cfg.families.split(","), digits=cfg.digits)
         x, y = pretrain_batch(problems, run["data_rng"], cfg.think_prob, cfg.error_prob, cfg.thinking == "fusion",
-                              cfg.echo_prob)  # every rank's rows
+                              cfg.echo_prob, cfg.tool_prob, cfg.check_lines)  # every rank's rows
         mine = ddp.my_rows(len(x))
         loss = pretrain_step(model, optimizer, x[mine].to(device), y[mine].to(device), lr_at(run["step"], cfg),
-                             cfg.grad_clip, autocast, num_tokens=(y >= 0).sum().to(device))
+                             cfg.grad_clip, autocast, num_tokens=(y >= 0).sum().to(device), micro_batch=cfg.micro_batch)
         run["step"] += 1
         step, run["pretrain_s"], last = run["step"], time.time() - t0, run["step"] == cfg.pretrain_steps
         if step % 50 == 0 or step == 1:
@@ -189,11 +208,29 @@ def pretrain(model, optimizer, run, cfg, eval_set, eval_ids, autocast, log, ckpt
 
 
 # -------------------------------------------------------------------------------------------- RL
-def start_rl(model, run, cfg, eval_set, eval_ids, log, optimizer_state, ref_state):
+def edge_of_ability(model, pool, pool_ids, cfg):
+    """--filter_pool (Kimi k1.5, Qwen3): the indices of the pool's prompts the policy gets right in some but not all
+    of G samples (RL's temperature, their own generator). The others would give all-equal groups: no signal."""
+    kept = []
+    for i in range(0, len(pool), 256):
+        samples = sample(model.eval(), pool_ids[i:i + 256], cfg.group_size, cfg.max_new_tokens, cfg.temperature,
+                         EOS_ID, generator=torch.Generator().manual_seed(cfg.seed + 6), pad_id=PAD_ID)
+        grades = grade_samples(samples, [p.answer for p in pool[i:i + 256] for _ in range(cfg.group_size)])[1]
+        right = torch.tensor([g.correct for g in grades]).view(-1, cfg.group_size).sum(1)  # (prompts,)
+        kept += [i + j for j, c in enumerate(right.tolist()) if 0 < c < cfg.group_size]
+    print(f"--filter_pool: {len(kept)} of {len(pool)} prompts are right in some but not all of {cfg.group_size} "
+          "samples; RL draws from those")
+    return kept
+
+
+def start_rl(model, run, cfg, eval_set, eval_ids, log, optimizer_state, ref_state, pool, pool_ids):
     """Where RL starts from, measured once (pretraining's last evaluation, if it ran; with fusion, both modes under
-    the thinking budgets too), the frozen reference the KL term pulls towards (None without one: the weights RL
-    starts from, or on resume the saved ones), and RL's optimizer (fresh, or on resume its saved state)."""
+    the thinking budgets too; with --filter_pool, which prompts it can learn from), the frozen reference the KL
+    term pulls towards (None without one: the weights RL starts from, or on resume the saved ones), and RL's
+    optimizer (fresh, or on resume its saved state)."""
     if run["stage"] == "rl_start":
+        if cfg.filter_pool:
+            run["kept"] = edge_of_ability(model, pool, pool_ids, cfg)
         if run["pretrain_eval"] is None:  # not measured by pretraining's last eval
             run["pretrain_eval"] = held_out(model, eval_set, eval_ids, cfg)
             show_eval("before RL", run["pretrain_eval"])
@@ -217,13 +254,26 @@ def draw_prompts(run, pool_size, cfg):
     k1.5), prompt i is drawn with probability proportional to 1 - its running success rate, with a floor so that
     no prompt starves; with dynamic sampling, twice the prompts are drawn."""
     n, G = cfg.prompts_per_step * (1 + cfg.dynamic_sampling), cfg.group_size
+    pool = run["kept"] or range(pool_size)  # --filter_pool: the prompts at the edge of the policy's ability
     if cfg.curriculum:
-        idx = run["data_rng"].choices(range(pool_size), weights=(1.0 - run["success"]).clamp(min=0.05).tolist(), k=n)
+        idx = run["data_rng"].choices(pool, weights=(1.0 - run["success"][list(pool)]).clamp(min=0.05).tolist(), k=n)
     else:
-        idx = [run["data_rng"].randrange(pool_size) for _ in range(n)]
+        idx = [pool[run["data_rng"].randrange(len(pool))] for _ in range(n)]
     u = torch.rand(n * G, cfg.max_new_tokens, generator=run["sample_gen"])  # (all ranks' B, N)
     mine = ddp.my_rows(n)
     return idx[mine], u[mine.start * G:mine.stop * G]
+
+
+def sampling_policy(model, run, staleness, sampler):
+    """The policy that samples this step: the model itself, or with staleness k its weights of k optimizer steps
+    before, as an async trainer's sampler lags its trainer (the first k steps sample with the starting weights).
+    run["lagged"] holds the last k + 1 steps' weights, so a checkpoint saves them and a resumed run samples as an
+    uninterrupted one; sampler is a spare model they are loaded into."""
+    if not staleness:
+        return model
+    run["lagged"] = run["lagged"][-staleness:] + [{k: v.detach().clone() for k, v in model.state_dict().items()}]
+    sampler.load_state_dict(run["lagged"][0])
+    return sampler
 
 
 def breaks_flag(texts, problems):
@@ -264,12 +314,12 @@ def keep_groups(batch, group_size):
                                                        for f in dataclasses.fields(s) if f.name != "prompt_len"}))
 
 
-def policy_logprobs(model, samples, rows, temperature):
-    """log pi(token | its prefix) (len(rows), T) for rows of a sampled batch, and each position's entropy, without
-    the (B, T, V) logits once they outgrow one chunk (grpo.fused_token_logprobs)."""
-    x, key_mask = samples.tokens[rows, :-1], samples.key_mask[rows, :-1]  # (rows, T) each
+def policy_logprobs(model, samples, rows, width, temperature):
+    """log pi(token | its prefix) (len(rows), width - 1) for rows of a sampled batch, up to column `width`, and
+    each position's entropy, without the (B, T, V) logits once they outgrow one chunk (grpo.fused_token_logprobs)."""
+    x, key_mask = samples.tokens[rows, :width - 1], samples.key_mask[rows, :width - 1]  # (rows, T) each
     hidden = model(x, pos=positions(key_mask), key_mask=key_mask, return_hidden=True)  # (rows, T, C)
-    return fused_token_logprobs(hidden, model.lm_head.weight, samples.tokens[rows, 1:], temperature,
+    return fused_token_logprobs(hidden, model.lm_head.weight, samples.tokens[rows, 1:width], temperature,
                                 return_entropy=True)
 
 
@@ -277,33 +327,37 @@ def grpo_update(model, optimizer, samples, advantages, ref_model, cfg, autocast)
     """Loss -> step, updates_per_batch times on one sampled batch (sample.Samples) with advantages (B,): each pass
     sums the clipped loss's gradient over micro-batches into the whole batch's (grpo_loss divides by the whole
     batch's row and token counts, all ranks' under torchrun), clips its norm and takes one AdamW step. pi_old is
-    the sampler's log-probs (under autocast, the first pass's own: rho = 1 exactly). Returns per pass the micro-
+    the sampler's log-probs (under autocast and fresh samples, the first pass's own, in the trainer's precision:
+    rho = 1 exactly). Returns per pass the micro-
     batches' (rows, loss, logprobs, entropy, stats) and the gradient norm, for `diagnostics`; or None when a loss
     or gradient is not finite: that pass and the rest are skipped (with one pass, the weights stay untouched)."""
     B, mask, old_logprobs = len(advantages), samples.mask[:, 1:], samples.logprobs[:, 1:].clone()  # (B, T) each
     knobs = dict(clip_eps=cfg.clip_eps, clip_eps_high=cfg.clip_eps_high, kl_coef=cfg.kl_coef, kl_kind=cfg.kl_kind,
-                 loss_agg=cfg.loss_agg, max_len=cfg.max_new_tokens, num_rows=B * ddp.world_size(),
+                 loss_agg=cfg.loss_agg, max_len=cfg.max_new_tokens, policy_loss=cfg.policy_loss,
+                 gspo_eps=cfg.gspo_eps, num_rows=B * ddp.world_size(),
                  num_tokens=ddp.sum_all(mask.sum()))  # the whole batch's counts, across the ranks
-    micro_batches = [slice(i, i + cfg.micro_batch) for i in range(0, B, cfg.micro_batch)]
+    micro_batches = by_length(samples.prompt_len + samples.lengths, cfg.micro_batch)  # [(rows, width)]
     ref_logprobs = [None] * len(micro_batches)
     if ref_model is not None:
         with torch.no_grad(), autocast:
-            ref_logprobs = [policy_logprobs(ref_model, samples, rows, cfg.temperature)[0] for rows in micro_batches]
+            ref_logprobs = [policy_logprobs(ref_model, samples, rows, width, cfg.temperature)[0]
+                            for rows, width in micro_batches]
     passes = []
     for _ in range(cfg.updates_per_batch):
         optimizer.zero_grad(set_to_none=True)
         micro = []
-        for rows, ref in zip(micro_batches, ref_logprobs):
+        for (rows, width), ref in zip(micro_batches, ref_logprobs):
             with autocast:
-                logprobs, entropy = policy_logprobs(model.train(), samples, rows, cfg.temperature)  # (rows, T) each
-                if not passes and torch.is_autocast_enabled(logprobs.device.type):  # pi_old in this precision
-                    old_logprobs[rows] = logprobs.detach()
-            loss, stats = grpo_loss(logprobs, old_logprobs[rows], advantages[rows], mask[rows], ref, **knobs)
+                logprobs, entropy = policy_logprobs(model.train(), samples, rows, width, cfg.temperature)  # (rows, T)
+                if not passes and not cfg.staleness and torch.is_autocast_enabled(logprobs.device.type):
+                    old_logprobs[rows, :width - 1] = logprobs.detach()
+            loss, stats = grpo_loss(logprobs, old_logprobs[rows, :width - 1], advantages[rows],
+                                    mask[rows, :width - 1], ref, **knobs)
             loss.backward()
-            micro.append((rows, loss.detach(), logprobs.detach(), entropy, stats))
+            micro.append((rows, width, loss.detach(), logprobs.detach(), entropy, stats))
         ddp.sum_grads(model)  # the gradient of the whole batch's loss (ddp.py)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf")))
-        if not (math.isfinite(grad_norm) and math.isfinite(float(ddp.sum_all(sum(m[1] for m in micro))))):
+        if not (math.isfinite(grad_norm) and math.isfinite(float(ddp.sum_all(sum(m[2] for m in micro))))):
             optimizer.zero_grad(set_to_none=True)
             return None
         optimizer.step()
@@ -313,28 +367,34 @@ def grpo_update(model, optimizer, samples, advantages, ref_model, cfg, autocast)
 
 def diagnostics(passes, samples):
     """What grpo_update's passes did, over the whole batch (all ranks): loss, kl, entropy and lp_diff (the gap
-    between the trainer's and the sampler's log-probs) from the first pass, where rho = 1; clip_frac and ratio_max
-    from the later passes, where the clip can act (the first, if there is only one); the last grad_norm."""
+    between the trainer's and the sampler's log-probs) from the first pass, where rho = 1 unless the samples are
+    stale; clip_frac, ratio_min and ratio_max (of the ratio the loss clips) from the later passes, where the clip
+    can act (the first, if there is only one, as with stale samples); the last grad_norm."""
     mask = samples.mask[:, 1:]  # (B, T)
     num_tokens = ddp.sum_all(mask.sum())
     per_pass = []
     for micro, _ in passes:
         zero = torch.zeros((), device=mask.device)
-        d = dict(loss=zero, kl=zero, entropy=zero, clip_frac=zero, lp_diff=zero, ratio_max=zero)
-        for rows, loss, logprobs, entropy, stats in micro:
-            share = mask[rows].sum() / num_tokens
+        d = dict(loss=zero, kl=zero, entropy=zero, clip_frac=zero, lp_diff=zero, ratio_max=zero,
+                 ratio_min=torch.full((), float("inf"), device=mask.device))
+        for rows, width, loss, logprobs, entropy, stats in micro:
+            m = mask[rows, :width - 1]  # (rows, T)
+            share = m.sum() / num_tokens
             d["loss"] = d["loss"] + loss
             d["kl"] = d["kl"] + share * stats["kl"]
-            d["entropy"] = d["entropy"] + share * masked_mean(entropy, mask[rows])
+            d["entropy"] = d["entropy"] + share * masked_mean(entropy, m)
             d["clip_frac"] = d["clip_frac"] + share * stats["clip_frac"]
-            d["lp_diff"] = torch.maximum(d["lp_diff"], ((logprobs - samples.logprobs[rows, 1:]).abs() * mask[rows]).max())
+            d["lp_diff"] = torch.maximum(d["lp_diff"], ((logprobs - samples.logprobs[rows, 1:width]).abs() * m).max())
             d["ratio_max"] = torch.maximum(d["ratio_max"], stats["ratio_max"])
-        per_pass.append({k: float((ddp.max_all if k in ("lp_diff", "ratio_max") else ddp.sum_all)(v))
+            d["ratio_min"] = torch.minimum(d["ratio_min"], stats["ratio_min"])
+        d["ratio_min"] = -d["ratio_min"]  # a max over the ranks, of its negative
+        per_pass.append({k: float((ddp.max_all if k in ("lp_diff", "ratio_max", "ratio_min") else ddp.sum_all)(v))
                          for k, v in d.items()})
     first, acting = per_pass[0], per_pass[1:] or per_pass  # the clip can act only once the weights have moved
     return dict(loss=first["loss"], kl=first["kl"], entropy=first["entropy"], lp_diff=first["lp_diff"],
                 clip_frac=sum(p["clip_frac"] for p in acting) / len(acting),
-                ratio_max=max(p["ratio_max"] for p in acting), grad_norm=passes[-1][1])
+                ratio_min=min(-p["ratio_min"] for p in acting), ratio_max=max(p["ratio_max"] for p in acting),
+                grad_norm=passes[-1][1])
 
 
 def rl_record(rl_step, batch, zero_signal_drawn, cfg):
@@ -345,7 +405,7 @@ def rl_record(rl_step, batch, zero_signal_drawn, cfg):
                 finished=samples.finished.tolist(), formatted=[g.formatted for g in grades],
                 think=[thinks(t) for t in batch["texts"]], drawn=[zero_signal_drawn], broke=batch["broke"].tolist(),
                 no_think=[p.mode == "no_think" for p in batch["problems"]],
-                unexpanded=[g.reason == "not_expanded" for g in grades])
+                unexpanded=[g.reason == "not_expanded" for g in grades], calls=[calls(t) for t in batch["texts"]])
     rows = {k: sum((part[k] for part in ddp.gather(mine)), []) for k in mine}  # all ranks' rows, in rank order
     mean = lambda xs: sum(xs) / len(xs) if len(xs) else float("nan")  # noqa: E731
     t_mean = lambda x: x.mean().item() if len(x) else float("nan")  # noqa: E731
@@ -361,6 +421,12 @@ def rl_record(rl_step, batch, zero_signal_drawn, cfg):
                    think_share_no_think=mean([t for t, n in zip(rows["think"], rows["no_think"]) if n]))
     if "poly" in cfg.families.split(","):  # the echo: equal to the truth, not expanded (paid with check_form off)
         out["unexpanded"] = mean(rows["unexpanded"])
+    if cfg.tool_prob > 0:  # how often the calculator is called, how well, and whether calling pays
+        used = [n > 0 for n, _ in rows["calls"]]
+        out.update(tool_rate=mean(used), calls_per_response=mean([n for n, _ in rows["calls"]]),
+                   malformed_calls=sum(bad for _, bad in rows["calls"]) / max(1, sum(n for n, _ in rows["calls"])),
+                   acc_tool=mean([c for c, u in zip(rows["correct"], used) if u]),
+                   acc_no_tool=mean([c for c, u in zip(rows["correct"], used) if not u]))
     return out
 
 
@@ -402,6 +468,7 @@ def summarize(model, run, cfg, eval_set, eval_ids, corpus_acc, final, t_rl, log,
 # -------------------------------------------------------------------------------------------- main
 def main(argv):
     # ---- config: typed knobs and a preset; on resume, the saved run's config (config.py)
+    sys.stdout.reconfigure(line_buffering=True)  # a line at a time, also into a file or a pipe
     cfg, ckpt = configure(argv)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -430,15 +497,19 @@ def main(argv):
         pretrain(model, optimizer, run, cfg, eval_set, eval_ids, autocast, log, ckpt_path)
 
     # ---- RL starts: where from (held-out; fusion: both modes); the frozen reference (with a KL term); an optimizer
-    ref_model, optimizer = start_rl(model, run, cfg, eval_set, eval_ids, log, optimizer_state, ref_state)
-    G, force = cfg.group_size, cut_thinking(cfg.think_budget if cfg.think_budget >= 0 else None)
+    ref_model, optimizer = start_rl(model, run, cfg, eval_set, eval_ids, log, optimizer_state, ref_state, pool,
+                                    pool_ids)
+    G = cfg.group_size
+    force = ([cut_thinking(cfg.think_budget)] if cfg.think_budget >= 0 else []) + ([calculator] if cfg.tool_prob else [])
+    sampler = GPT(model.config).to(device) if cfg.staleness else None  # stale weights are loaded into it
     bad_steps, final, t_rl = 0, None, time.time() - run["rl_s"]
     while run["rl_step"] < cfg.rl_steps:
         stop_if_asked(ckpt_path, model, optimizer, ref_model, cfg, run)
         t0 = time.time()
         # 1) sample G completions for each of P prompts drawn from the pool (under torchrun, this rank's share)
         prompt_idx, uniforms = draw_prompts(run, len(pool), cfg)
-        samples = sample(model.eval(), [pool_ids[i] for i in prompt_idx], G, cfg.max_new_tokens, cfg.temperature,
+        policy = sampling_policy(model, run, cfg.staleness, sampler)  # with staleness, k optimizer steps old
+        samples = sample(policy.eval(), [pool_ids[i] for i in prompt_idx], G, cfg.max_new_tokens, cfg.temperature,
                          EOS_ID, uniforms=uniforms, pad_id=PAD_ID, force=force)
         # 2) grade: the verifier's verdict is the reward (a truncated response, or one that breaks its flag, earns 0)
         problems = [pool[i] for i in prompt_idx for _ in range(G)]

@@ -397,6 +397,22 @@ def _parse_polynomial(text):
     return poly, _is_expanded(tokens), None
 
 
+def calculate(text):
+    """The integer value of an arithmetic expression, integers, + - * and parentheses, read by the same grammar
+    under the same caps; None for anything else (a name, a power, a division, a cap exceeded). The calculator a
+    policy may call (tools.py): like the grader, it never evaluates text."""
+    try:
+        tokens = _tokens(text.strip(WS))
+        if "x" in tokens or "^" in tokens:  # numbers only: no unknown, no power
+            return None
+        (poly, _, _), i = _sum(tokens, 0, 0)
+    except ValueError as e:
+        if e.args[0] not in REFUSED:
+            raise
+        return None
+    return (poly[0] if poly else 0) if i == len(tokens) else None
+
+
 if __name__ == "__main__":
     def wrap(answer, think="3x=7"):
         return f"<think>{think}</think><answer>{answer}</answer>"

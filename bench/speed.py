@@ -8,11 +8,14 @@ For a pretraining step and an RL step of the default run it reports:
   peak         the machine's matmul FLOP/s at the same thread count: the best of a few shapes the model multiplies
                (B*T x C times C x 4C) and one big square matmul
 The RL step is split into its parts (sampling, grading, the update). Batches are built exactly as train.py builds
-them; the RL batch is sampled from the checkpoint given (a pretrained model, so lengths are realistic).
+them; the RL batch is sampled from the checkpoint given (a pretrained model, so lengths are realistic). Each step is
+timed with one padded batch and with micro-batches of rows of similar length (train.by_length, --micro_batch):
+the same loss and gradient, less padding.
 
 Run: `python bench/speed.py --ckpt out/ckpt.pt` (about a minute; nothing else should run meanwhile), `--threads N`.
 """
 import argparse
+import dataclasses
 import os
 import random
 import sys
@@ -63,6 +66,7 @@ def main():
     ap.add_argument("--ckpt", default="out/ckpt.pt", help="a pretrained checkpoint of the default run")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--micro_batch", type=int, nargs="*", default=[64, 32, 16], help="micro-batch sizes to time")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -87,8 +91,13 @@ def main():
     x, y = pretrain_batch(problems, rng, cfg.think_prob, cfg.error_prob)  # (B, T) each
     real = int((x != PAD_ID).sum())  # the prompt and the response are real; PAD is padding
     optimizer = train.make_optimizer(model, 1e-9, 0.0)
-    step_s = best_of(lambda: train.pretrain_step(model, optimizer, x, y, 1e-9, 1.0, off), args.repeats)
-    report("pretraining step", model, x.numel(), real, x.shape[1], step_s, peak)
+    for micro_batch in [len(x)] + args.micro_batch:
+        parts = train.by_length((x != PAD_ID).sum(1), micro_batch)
+        computed = sum(len(rows) * width for rows, width in parts)
+        step_s = best_of(lambda: train.pretrain_step(model, optimizer, x, y, 1e-9, 1.0, off, micro_batch=micro_batch),
+                         args.repeats)
+        report(f"pretraining step, micro-batches of {micro_batch:3d} rows", model, computed, real, x.shape[1],
+               step_s, peak)
 
     # ---- RL: one step from the checkpoint, its parts timed
     run = new_run(cfg.seed, len(pool))
@@ -103,17 +112,23 @@ def main():
     grade_s = time.perf_counter() - t0
     advantages = group_advantages(torch.tensor([float(g.correct) for g in grades]), G)
     still = torch.optim.SGD(model.parameters(), lr=0.0)
-    update_s = best_of(lambda: train.grpo_update(model, still, samples, advantages, None, cfg, off), args.repeats)
     B, L = samples.tokens.shape
     real = int(samples.key_mask[:, :-1].sum())
-    print(f"RL step ({B} rows, {L - 1} positions each): sampling {sample_s:.2f} s, grading {grade_s:.3f} s, update "
-          f"{update_s:.2f} s")
-    report("RL update (training forward + backward)", model, B * (L - 1), real, L - 1, update_s, peak)
+    print(f"RL step ({B} rows, {L - 1} positions each): sampling {sample_s:.2f} s, grading {grade_s:.3f} s")
+    for micro_batch in [B] + args.micro_batch:
+        knobs = dataclasses.replace(cfg, micro_batch=micro_batch)
+        parts = train.by_length(samples.prompt_len + samples.lengths, micro_batch)
+        computed = sum(len(rows) * (width - 1) for rows, width in parts)
+        update_s = best_of(lambda: train.grpo_update(model, still, samples, advantages, None, knobs, off),
+                           args.repeats)
+        report(f"RL update, micro-batches of {micro_batch:3d} rows", model, computed, real, L - 1, update_s, peak)
 
 
 def report(name, model, positions, real, T, seconds, peak):
+    """One line: real share of the positions computed, seconds, FLOP/s over those positions and over the real ones
+    (attention counted at the padded length T, an upper bound)."""
     computed, useful = flops(model, positions, T) / seconds, flops(model, real, T) / seconds
-    print(f"{name}: {real} real of {positions} positions ({real / positions:.0%}), {seconds:.3f} s, "
+    print(f"{name}: {real} real of {positions} positions computed ({real / positions:.0%}), {seconds:.3f} s, "
           f"{computed / 1e9:.1f} GFLOP/s computed ({computed / peak:.0%} of peak), {useful / 1e9:.1f} GFLOP/s on "
           f"real tokens ({useful / peak:.0%})")
 

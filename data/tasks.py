@@ -42,7 +42,7 @@ from fractions import Fraction
 
 import torch
 
-from data.tokenizer import EOS, PAD_ID, encode
+from data.tokenizer import EOS_ID, PAD_ID, encode
 
 FAMILIES = ("add", "sub", "mul", "lin", "poly")
 
@@ -262,61 +262,131 @@ def generate_problems(n, seed, split="train", families=FAMILIES, digits=2, disti
                      f"(families {','.join(families)}, digits {digits}): ask for fewer, or for bigger problems")
 
 
-def recompute(problem, slip):
-    """Re-solve a problem from its prompt with a slip planted (the prompt is our own text, parsed simply)."""
+def operands(problem):
+    """The integers a problem was made from, read back from its prompt (our own text, parsed simply)."""
     q = question(problem).split(" ", 2)[-1].rstrip("?.\n")
     if problem.family == "lin":
         lhs, c = q.split("=")
-        a, b = lhs.split("x")
-        return lin_steps(int(a), int(b), int(c), slip)
+        return tuple(map(int, lhs.split("x") + [c]))
     if problem.family == "poly":  # "(2x+3)(x-5)" -> "2x", "+3" and "x", "-5"
         (a, b), (c, d) = (factor.split("x") for factor in q[1:-1].split(")("))
-        return poly_steps(int(a or 1), int(b), int(c or 1), int(d), slip)
-    op = {"add": "+", "sub": "-", "mul": "*"}[problem.family]
-    a, b = q.split(op)
-    return {"add": add_steps, "sub": sub_steps, "mul": mul_steps}[problem.family](int(a), int(b), slip)
+        return int(a or 1), int(b), int(c or 1), int(d)
+    return tuple(map(int, q.split({"add": "+", "sub": "-", "mul": "*"}[problem.family])))
+
+
+SOLVERS = dict(add=add_steps, sub=sub_steps, mul=mul_steps, lin=lin_steps, poly=poly_steps)
+
+
+def recompute(problem, slip):
+    """Re-solve a problem from its prompt with a slip planted."""
+    return SOLVERS[problem.family](*operands(problem), slip)
+
+
+TOOL_FAMILIES = ("mul", "lin", "poly")  # where a calculator (tools.py) takes the teacher's hardest arithmetic
+
+
+def tool_steps(problem, slip=None):
+    """The worked solution of a teacher who calls the calculator for the arithmetic a small model does worst in
+    its head: mul's product, lin's subtraction, poly's four products, each written `<<expression=` and answered
+    `result>>` by the environment. Returns (text, value) like the solvers. A slip is in the teacher's own work,
+    never in the calculator's output: mul and lin copy the result wrong, poly collects its x terms wrong."""
+    ops = operands(problem)
+    if problem.family == "mul":
+        (a, b), product = ops, ops[0] * ops[1]
+        used = wrong_digit(product, slip) if slip else product
+        return f"<<{a}*{b}={product}>>\np={used}", used
+    if problem.family == "lin":
+        a, b, c = ops
+        used = c - b + (slip.choice((-1, 1)) if slip else 0)
+        value, shown = Fraction(used, a), f"{used}/{a}"
+        return f"{a}x=<<{c}-({b})={c - b}>>\nx={shown}" + ("" if fmt(value) == shown else f"={fmt(value)}"), value
+    a, b, c, d = ops
+    left, right = (monomial(a, 1), monomial(b, 0)), (monomial(c, 1), monomial(d, 0))
+    lines, products = [], []
+    for i, k, power, (p, q) in ((0, 0, 2, (a, c)), (0, 1, 1, (a, d)), (1, 0, 1, (b, c)), (1, 1, 0, (b, d))):
+        products.append(p * q)
+        x = {2: "x^2", 1: "x", 0: ""}[power]
+        lines.append(f"{left[i]}*{right[k]}=<<{p}*({q})={p * q}>>{x}")
+    middle = products[1] + products[2] + (slip.choice((-1, 1)) if slip else 0)
+    lines.append(f"{signed_sum([monomial(products[1], 1), monomial(products[2], 1)])}={monomial(middle, 1)}")
+    value = (products[0], middle, products[3])
+    return "\n".join(lines + [fmt(value)]), value
+
+
+def wrong_digit(value, rng):
+    """An integer with one digit nudged: the most typical slip in a number copied or answered directly."""
+    digits = str(abs(value))
+    k = rng.randrange(len(digits))
+    wrong = int(digits[:k] + str(nudge(int(digits[k]), rng)) + digits[k + 1:])
+    return wrong if value >= 0 else -wrong
 
 
 def response(think, answer):
     return f"<think>{think}</think><answer>{answer}</answer>"
 
 
-def demonstration(problem, rng, think_prob=0.5, error_prob=0.0, echo_prob=0.0):
+def demonstration(problem, rng, think_prob=0.5, error_prob=0.0, echo_prob=0.0, tool_prob=0.0, check_lines=0):
     """The imperfect teacher's response to a problem (without EOS, which the tokenizing code appends). A flagged
     problem gets what its flag asks for (/no_think: an empty think block); an unflagged one shows its work with
     probability think_prob. error_prob applies to both. A sloppy teacher (echo_prob, poly only) answers that
     share of problems with the question itself, "(x+3)(x-2)": equal to the truth but not expanded, so not right.
+    A teacher with a calculator (tool_prob, mul, lin and poly) calls it in that share of its worked solutions.
+    A verbose teacher (check_lines = k) ends a worked solution with 0 to k lines restating its answer, right or
+    wrong: length that says nothing about correctness (free length, for Dr. GRPO's length bias).
     Returns (response text, whether its answer is right, whether it shows its work)."""
     if echo_prob and problem.family == "poly" and rng.random() < echo_prob:
         return response("", question(problem).split(" ", 1)[1].rstrip(".\n")), False, False
     thinks = rng.random() < think_prob if problem.mode is None else problem.mode == "think"
+    tool = tool_prob and thinks and problem.family in TOOL_FAMILIES and rng.random() < tool_prob
+    checks = rng.randint(0, check_lines) if check_lines and thinks else 0
     if rng.random() >= error_prob:
-        return response(problem.solution if thinks else "", problem.answer), True, thinks
-    text, value = recompute(problem, rng)
+        text = tool_steps(problem)[0] if tool else problem.solution if thinks else ""
+        return response(text + f"\ncheck {problem.answer}" * checks, problem.answer), True, thinks
+    text, value = (tool_steps if tool else recompute)(problem, rng)
     if not thinks and problem.family == "poly":  # a direct answer with one coefficient off by one (the slip's)
         text = ""
     elif not thinks:  # a direct answer with one wrong digit
         truth = Fraction(problem.answer)
-        digits = str(abs(truth.numerator))
-        k = rng.randrange(len(digits))
-        wrong = int(digits[:k] + str(nudge(int(digits[k]), rng)) + digits[k + 1:])
-        value, text = Fraction(wrong if truth >= 0 else -wrong, truth.denominator), ""
-    return response(text, fmt(value)), False, thinks
+        value, text = Fraction(wrong_digit(truth.numerator, rng), truth.denominator), ""
+    return response(text + f"\ncheck {fmt(value)}" * checks, fmt(value)), False, thinks
 
 
 # --- the teacher's corpus as training pairs, and the lengths a task needs
 
-def pretrain_batch(problems, rng, think_prob, error_prob, fusion=False, echo_prob=0.0):
+def pretrain_batch(problems, rng, think_prob, error_prob, fusion=False, echo_prob=0.0, tool_prob=0.0,
+                   check_lines=0):
     """The teacher's demonstrations of `problems` as next-token pairs x, y (B, T). Cross-entropy is taken on the
-    response and its EOS only: y is -1 on the prompt and the padding. With fusion each prompt is flagged /think
-    (with probability think_prob) or /no_think, and the teacher does as the flag says."""
-    rows = []
+    response and its EOS only: y is -1 on the prompt, on what the calculator wrote (tools.py: the model did not
+    write it, as RL's loss mask says) and on the padding. With fusion each prompt is flagged /think (with
+    probability think_prob) or /no_think, and the teacher does as the flag says."""
+    rows, tool_positions = [], []
     for p in problems:
         if fusion:
             p = with_mode(p, "think" if rng.random() < think_prob else "no_think")
-        prompt = encode(p.prompt)
-        rows.append((prompt + encode(demonstration(p, rng, think_prob, error_prob, echo_prob)[0] + EOS), len(prompt)))
-    return supervised_pairs(rows)
+        ids, skip = encode(p.prompt), []
+        demo = demonstration(p, rng, think_prob, error_prob, echo_prob, tool_prob, check_lines)[0]
+        for piece, by_tool in tool_pieces(demo):
+            skip += list(range(len(ids), len(ids) + len(encode(piece)))) if by_tool else []
+            ids += encode(piece)
+        rows.append((ids + [EOS_ID], len(encode(p.prompt))))
+        tool_positions.append(skip)
+    x, y = supervised_pairs(rows)
+    for i, skip in enumerate(tool_positions):
+        y[i, [k - 1 for k in skip]] = -1  # y[k - 1] is token k's target
+    return x, y
+
+
+def tool_pieces(text):
+    """A response as (piece, written by the calculator) pairs: "<<4*5=" is the model's, "20>>" the tool's (the
+    result up to and including the closing >>)."""
+    pieces, rest = [], text
+    while "<<" in rest and "=" in rest.split("<<", 1)[1]:
+        head, call = rest.split("<<", 1)
+        expression, tail = call.split("=", 1)
+        result = tail.split(">>", 1)[0] + ">>"
+        pieces += [(head + "<<" + expression + "=", False), (result, True)]
+        rest = tail[len(result):]
+    return pieces + [(rest, False)]
 
 
 def supervised_pairs(rows):
@@ -331,15 +401,18 @@ def supervised_pairs(rows):
     return x, y
 
 
-def fit_lengths(max_new_tokens, block_size, problems, model_block_size=None, pretrains=True):
+def fit_lengths(max_new_tokens, block_size, problems, model_block_size=None, pretrains=True, tool_prob=0.0,
+                check_lines=0):
     """max_new_tokens and block_size for a task, each filled in when 0: 1.2 x the teacher's longest response
     rounded up to a multiple of 16, and the longest prompt plus the room sampling and pretraining need, rounded up
     to a multiple of 64 (80 / 128 for the default task, 160 / 192 for the 3-digit mix of add, sub, mul, lin). The
     longest response is a worked solution with a slip, the shortest a direct answer, EOS included; 8 tokens of
-    margin cover a longer one these problems miss. With a loaded model the block size is the model's. Raises
-    ValueError naming what does not fit."""
+    margin cover a longer one these problems miss (with tool_prob > 0, the calculator's solutions count too, and
+    check_lines as many restating lines). With a loaded model the block size is the model's. Raises ValueError naming what does not fit."""
     rng = random.Random(0)
-    longest = max(len(encode(demonstration(p, rng, 1.0, e)[0])) + 1 for p in problems for e in (0, 1))
+    longest = max(len(encode(demonstration(p, rng, 1.0, e, tool_prob=t)[0])) + 1 for p in problems for e in (0, 1)
+                  for t in ((0, 1) if tool_prob else (0,)))
+    longest += check_lines * max(len(encode(f"\ncheck {p.answer}")) + 1 for p in problems)  # + 1: a slip's sign
     shortest = min(len(encode(response("", p.answer))) + 1 for p in problems)
     prompt = max(len(encode(p.prompt)) for p in problems)
     max_new_tokens = max_new_tokens or -(-int(1.2 * longest) // 16) * 16

@@ -238,3 +238,19 @@ def test_a_sloppy_teacher_echoes_the_question_at_echo_prob_and_only_for_poly():
         assert p.family == "poly" or "(" not in answer
     n_poly = sum(p.family == "poly" for p in problems)
     assert 0.18 < echoes / n_poly < 0.32
+
+
+def test_a_verbose_teacher_restates_its_answer_0_to_k_times_right_or_wrong():
+    problems = generate_problems(200, seed=4)
+    rng, plain = random.Random(0), random.Random(0)
+    counts = []
+    for p in problems:
+        text, right, thinks = demonstration(p, rng, 1.0, 0.5, check_lines=3)
+        answer = text.split("<answer>")[1].split("</answer>")[0]
+        think = text.split("</think>")[0]
+        n = think.count("\ncheck ")
+        assert think.endswith(f"\ncheck {answer}" * n) and 0 <= n <= 3  # the answer it gives, right or wrong
+        counts.append((n, right))
+        assert "check" not in demonstration(p, plain, 1.0, 0.5)[0]  # off by default
+    assert {n for n, _ in counts} == {0, 1, 2, 3}
+    assert {n for n, r in counts if not r} == {0, 1, 2, 3}  # independent of correctness

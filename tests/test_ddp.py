@@ -51,13 +51,15 @@ def assert_same(a, b, keys, stages=None):
     wa, wb = (torch.load(d / "ckpt.pt", weights_only=False)["model"] for d in (a, b))
     C = wa["transformer.wte.weight"].shape[1]
     for k in wa:
-        diff = (wa[k] - wb[k]).abs()  # the same tensors, to float rounding: 5e-8 measured
+        # the same tensors, to float rounding: one process sorts all its rows by length into micro-batches, each
+        # rank only its own, so the gradients add up in another order (up to 1.6e-6 measured after 3 steps)
+        diff = (wa[k] - wb[k]).abs()
         if k.endswith("attn.c_attn.bias"):
             # The key bias adds the same q.b to every score of a row, which the softmax cancels: its gradient is 0
             # in exact arithmetic, and AdamW (dividing by sqrt(v)) turns rounding noise into steps of up to lr.
             assert diff[C:2 * C].max() < 1e-3
             diff = torch.cat([diff[:C], diff[2 * C:]])
-        assert diff.max() < 1e-6, (k, diff.max().item())
+        assert diff.max() < 1e-5, (k, diff.max().item())
     ra, rb = ([r for r in map(json.loads, open(d / "metrics.jsonl")) if stages is None or r["stage"] in stages]
               for d in (a, b))
     assert [r["stage"] for r in ra] == [r["stage"] for r in rb]
@@ -109,12 +111,14 @@ def test_resume_under_torchrun_equals_one_uninterrupted_process(tmp_path, pretra
     assert_same(tmp_path / "one", tmp_path / "two", RL_KEYS, stages={"rl"})  # the first run's final eval is extra
 
 
-def test_configurations_that_do_not_split_are_refused(tmp_path):
-    r = two_processes(tmp_path, "--prompts_per_step=3", "--micro_batch=4", "--batch_size=7")
-    assert r.returncode != 0
-    assert "--prompts_per_step=3 must divide by the 2 processes" in r.stderr
-    assert "--batch_size=7 must divide by the 2 processes" in r.stderr
-    assert "train.py\", line" not in r.stderr  # a message, not a traceback from our code (torchrun adds its own)
+def test_configurations_that_do_not_split_are_refused(tmp_path, monkeypatch):
+    """The check reads torchrun's WORLD_SIZE before any process group exists, so it runs here, in one process."""
+    import config
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SystemExit) as e:
+        config.configure([*SMALL, f"--out_dir={tmp_path}", "--prompts_per_step=3", "--micro_batch=4", "--batch_size=7"])
+    assert "--prompts_per_step=3 must divide by the 2 processes" in str(e.value)
+    assert "--batch_size=7 must divide by the 2 processes" in str(e.value)
 
 
 def test_a_non_finite_loss_on_one_rank_is_skipped_by_every_rank(tmp_path):

@@ -125,13 +125,16 @@ def test_metrics_are_strict_json_with_null_for_nan(tmp_path):
 
 def test_stdout_arrives_line_by_line_through_a_pipe(tmp_path):
     """Redirected stdout used to be block-buffered: 24 RL steps, 0 lines in the log."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # as a user's shell has it
     p = subprocess.Popen([sys.executable, "train.py", *TINY, f"--out_dir={tmp_path}", *RL, "--rl_steps=10000"],
-                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT, env=env)
     try:
         for line in p.stdout:  # each line as it is printed, while the run goes on
             if line.startswith("rl    1 |"):
                 break
+        logged = records(tmp_path)
         assert p.poll() is None, "the run ended before its first RL line arrived"
+        assert sum(r["stage"] == "rl" for r in logged) <= 3, "the first RL line came long after its step"
     finally:
         p.kill()
         p.wait()

@@ -109,7 +109,8 @@ def test_aggregation_weights_4_vs_7_tokens():
 
 
 @pytest.mark.parametrize("agg", AGGS)
-def test_micro_batches_accumulate_to_the_full_batch(agg):
+@pytest.mark.parametrize("policy_loss", ["clip", "gspo", "cispo"])
+def test_micro_batches_accumulate_to_the_full_batch(agg, policy_loss):
     B, T, C, V = 6, 5, 8, 13
     hidden = torch.randn(B, T, C, generator=gen(0), requires_grad=True)
     weight = torch.randn(V, C, generator=gen(1), requires_grad=True)
@@ -118,7 +119,8 @@ def test_micro_batches_accumulate_to_the_full_batch(agg):
     old = token_logprobs(hidden, weight, targets).detach() + 0.3 * torch.randn(B, T, generator=gen(3))
     ref = old + 0.2 * torch.randn(B, T, generator=gen(4))
     adv = torch.randn(B, generator=gen(5))
-    kw = dict(clip_eps=0.2, clip_eps_high=0.28, kl_coef=0.1, loss_agg=agg, max_len=T)
+    kw = dict(clip_eps=0.2, clip_eps_high=0.28, kl_coef=0.1, loss_agg=agg, max_len=T, policy_loss=policy_loss,
+              gspo_eps=0.05)
 
     full, _ = grpo_loss(token_logprobs(hidden, weight, targets), old, adv, mask, ref, **kw)
     full_grads = torch.autograd.grad(full, (hidden, weight))
@@ -459,3 +461,112 @@ def test_python_grpo_py_prints_the_kl_gradient_table(capsys):
     forward, reverse = row("grad KL(pi||ref)"), row("grad KL(ref||pi)")
     assert forward[0] == 0.2633 and reverse[0] == 0.3697 and len(forward) == len(reverse) == 6
     assert row("k1 in the loss") == [0.0] * 6 and row("k2 in the loss") == forward and row("k3 in the loss") == reverse
+
+
+# ------------------------------------------------------------------- after the clip: GSPO and CISPO
+POLICY_LOSSES = ("clip", "gspo", "cispo")
+
+
+def slow_policy_loss(logprobs, old_logprobs, advantages, mask, policy_loss, agg, eps=0.2, gspo_eps=4e-4, max_len=7):
+    """Each loss written out token by token with Python loops over scalars: the obvious reference."""
+    B, T = logprobs.shape
+    rows = []
+    for i in range(B):
+        tokens = [t for t in range(T) if mask[i, t]]
+        A = advantages[i]
+        terms = []
+        if policy_loss == "gspo":
+            s = torch.exp(sum(logprobs[i, t] - old_logprobs[i, t] for t in tokens) / len(tokens))
+            clipped = torch.clamp(s, 1 - gspo_eps, 1 + gspo_eps)
+            terms = [-torch.min(s * A, clipped * A) for _ in tokens]
+        for t in tokens if policy_loss != "gspo" else ():
+            rho = torch.exp(logprobs[i, t] - old_logprobs[i, t])
+            if policy_loss == "clip":
+                terms.append(-torch.min(rho * A, torch.clamp(rho, 1 - eps, 1 + eps) * A))
+            else:
+                terms.append(-torch.clamp(rho, 1 - eps, 1 + eps).detach() * A * logprobs[i, t])
+        rows.append(terms)
+    if agg == "seq-mean-token-mean":
+        return sum(sum(r) / len(r) for r in rows) / B
+    if agg == "token-mean":
+        return sum(sum(r) for r in rows) / sum(len(r) for r in rows)
+    return sum(sum(r) for r in rows) / (max_len * B)
+
+
+@pytest.mark.parametrize("policy_loss", POLICY_LOSSES)
+@pytest.mark.parametrize("agg", AGGS)
+def test_each_policy_loss_matches_its_slow_per_token_loop_off_policy(policy_loss, agg):
+    B, T = 4, 7
+    logprobs = (-torch.rand(B, T, generator=gen(0), dtype=torch.float64) * 3).requires_grad_()
+    old = logprobs.detach() + 0.4 * torch.randn(B, T, generator=gen(1), dtype=torch.float64)  # off-policy
+    old[1] = logprobs[1].detach() + 1e-4 * torch.randn(T, generator=gen(2), dtype=torch.float64)  # one row near 1
+    adv = torch.tensor([1.0, -0.5, -1.0, 2.0], dtype=torch.float64)
+    mask = lengths_mask([7, 3, 5, 1], T)
+    loss, stats = grpo_loss(logprobs, old, adv, mask, loss_agg=agg, max_len=T, policy_loss=policy_loss)
+    expected = slow_policy_loss(logprobs, old, adv, mask, policy_loss, agg)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-12, abs=1e-12)
+    g, = torch.autograd.grad(loss, logprobs)
+    g_ref, = torch.autograd.grad(expected, logprobs)
+    torch.testing.assert_close(g, g_ref, atol=1e-12, rtol=1e-10)
+    assert 0 < stats["clip_frac"] < 1  # the off-policy rows are clipped somewhere, the near-on-policy one not
+
+
+@pytest.mark.parametrize("policy_loss", POLICY_LOSSES)
+def test_on_policy_each_loss_is_reinforce_with_baseline(policy_loss):
+    """At rho = 1: clip and cispo under every aggregation, gspo under the per-sequence mean it implies."""
+    B, T, V = 8, 6, 11
+    logits = torch.randn(B, T, V, generator=gen(0), dtype=torch.float64, requires_grad=True)  # (B, T, V)
+    targets = torch.randint(0, V, (B, T), generator=gen(1))
+    mask = lengths_mask([6, 2, 5, 3, 1, 6, 4, 2], T)
+    adv = group_advantages(torch.tensor([1., 0, 0, 1, 1, 1, 0, 1]), 4).double()  # (B,)
+    logprobs = F.log_softmax(logits, -1).gather(-1, targets[..., None]).squeeze(-1)  # (B, T)
+    for agg in AGGS if policy_loss != "gspo" else ["seq-mean-token-mean"]:
+        loss, stats = grpo_loss(logprobs, logprobs.detach(), adv, mask, loss_agg=agg, max_len=T,
+                                policy_loss=policy_loss)
+        grad, = torch.autograd.grad(loss, logits, retain_graph=True)
+        expected, = torch.autograd.grad(reinforce(logprobs, adv, mask.double(), agg, T), logits, retain_graph=True)
+        assert grad.abs().max() > 1e-3 and stats["clip_frac"] == 0 and stats["ratio_max"] == 1.0
+        torch.testing.assert_close(grad, expected, atol=1e-12, rtol=1e-10)
+
+
+def one_token(rho, A, policy_loss):
+    """d loss / d log pi of one token whose ratio is rho, advantage A, eps 0.2 (gspo: its own 4e-4)."""
+    logprobs = torch.zeros(1, 1, dtype=torch.float64, requires_grad=True)
+    old = -torch.tensor([[rho]], dtype=torch.float64).log()  # exp(logprobs - old) = rho
+    loss, stats = grpo_loss(logprobs, old, torch.tensor([A], dtype=torch.float64), torch.ones(1, 1, dtype=torch.bool),
+                            policy_loss=policy_loss)
+    return torch.autograd.grad(loss, logprobs)[0].item(), stats["clip_frac"].item()
+
+
+def test_worked_numbers_for_one_token_and_its_mirror():
+    # rho = 1.5, A = +1: the token has moved far enough the way A wants
+    assert one_token(1.5, 1.0, "clip") == (0.0, 1.0)  # PPO's clip: no gradient
+    assert one_token(1.5, 1.0, "cispo") == (pytest.approx(-1.2), 1.0)  # CISPO: the weight capped at 1 + 0.2
+    assert one_token(1.5, 1.0, "gspo") == (0.0, 1.0)  # GSPO: the sequence (one token) is out of its range
+    # the mirror: rho = 0.5, A = -1
+    assert one_token(0.5, -1.0, "clip") == (0.0, 1.0)
+    assert one_token(0.5, -1.0, "cispo") == (pytest.approx(0.8), 1.0)  # capped at 1 - 0.2, pushed down still
+    assert one_token(0.5, -1.0, "gspo") == (0.0, 1.0)
+    # inside the range every loss is REINFORCE's -A rho (cispo: -A rho as a weight)
+    assert one_token(1.1, 1.0, "clip")[0] == pytest.approx(-1.1) and one_token(1.1, 1.0, "cispo")[0] == pytest.approx(-1.1)
+
+
+def test_gspo_clips_a_sequence_only_when_its_mean_log_ratio_leaves_the_range():
+    """Tokens with ratios 1.5, 1/1.5 and 1: the token clip removes the first one's gradient, but the sequence's
+    mean log-ratio is 0, s = 1, so GSPO keeps every token, each with -A s / 3."""
+    logprobs = torch.zeros(1, 3, dtype=torch.float64, requires_grad=True)
+    old = -torch.tensor([[1.5, 1 / 1.5, 1.0]], dtype=torch.float64).log()
+    mask, A = torch.ones(1, 3, dtype=torch.bool), torch.tensor([1.0], dtype=torch.float64)
+    gspo, = torch.autograd.grad(grpo_loss(logprobs, old, A, mask, policy_loss="gspo")[0], logprobs)
+    clip, = torch.autograd.grad(grpo_loss(logprobs, old, A, mask, policy_loss="clip")[0], logprobs)
+    torch.testing.assert_close(gspo, torch.full((1, 3), -1 / 3, dtype=torch.float64))
+    assert clip[0, 0] == 0 and clip[0, 1] != 0
+    shifted = old - 0.01  # every token's log-ratio up by 0.01: s = e^0.01 > 1 + 4e-4
+    gone, = torch.autograd.grad(grpo_loss(logprobs, shifted, A, mask, policy_loss="gspo")[0], logprobs)
+    assert (gone == 0).all()
+
+
+def test_an_unknown_policy_loss_is_refused():
+    x, m, a = torch.zeros(2, 3), torch.ones(2, 3), torch.zeros(2)
+    with pytest.raises(ValueError, match="policy_loss"):
+        grpo_loss(x, x, a, m, policy_loss="ppo2")

@@ -270,7 +270,7 @@ def test_a_row_cut_by_the_budget_equals_the_forced_prefix_supplied_by_hand(n_thi
     plain = sample(model, [prompt], G, N, eos_id=7, uniforms=u)
     open_id = int(plain.tokens[0, plain.prompt_len])  # what row 0 writes first plays <think>
     forced = [30, 31]  # </think><answer>
-    cut = sample(model, [prompt], G, N, eos_id=7, uniforms=u, force=budget_rule(n_think, open_id, forced))
+    cut = sample(model, [prompt], G, N, eos_id=7, uniforms=u, force=[budget_rule(n_think, open_id, forced)])
     Lp, n_cut = cut.prompt_len, 0
     for r in range(G):
         row, n = cut.tokens[r, Lp:Lp + int(cut.lengths[r])].tolist(), int(cut.lengths[r])
@@ -306,5 +306,5 @@ def test_a_budget_row_that_closes_by_itself_is_never_forced():
     plain = sample(model, [prompt], G, N, eos_id=7, uniforms=u)
     row0 = plain.tokens[0, plain.prompt_len:].tolist()
     # open with row 0's first token and "close" with its second: row 0 closes at once, inside any budget
-    cut = sample(model, [prompt], G, N, eos_id=7, uniforms=u, force=budget_rule(2, row0[0], [row0[1], 30]))
+    cut = sample(model, [prompt], G, N, eos_id=7, uniforms=u, force=[budget_rule(2, row0[0], [row0[1], 30])])
     assert torch.equal(cut.tokens[0], plain.tokens[0]) and cut.mask[0].sum() == plain.mask[0].sum()
