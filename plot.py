@@ -102,7 +102,7 @@ def main(src, dst):
                                         dict(label="greedy held-out eval", dots=True, color=PALETTE[1],
                                              pts=[(r["rl_step"], r[key]) for r in evals if key in r])])
               for key, title in PANELS if key in steps[0]]
-    figure(dst, f"{src}: {len(steps)} RL steps, {len(evals)} evals", charts, columns=2)
+    figure(dst, f"{len(steps)} RL steps, {len(evals)} held-out evaluations", charts, columns=2)
 
 
 if __name__ == "__main__":
