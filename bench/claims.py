@@ -19,7 +19,7 @@ alike, with RL's optimizer, learning rate and 10-step warmup. It differs from `-
 
 Run (estimates for a 2-core CPU):
     python bench/claims.py --plan     # every job and its estimated seconds; runs nothing
-    python bench/claims.py --quick    # ~10 min: one seed, 8 RL steps a run: a smoke test, not a measurement
+    python bench/claims.py --quick    # ~13 min: one seed, 5 RL steps a run: a smoke test, not a measurement
     python bench/claims.py            # ~75 min: 40 RL steps a run, 3 seeds where seed noise is large
     python bench/claims.py --only=4,5 --threads=2 --fresh
 Shapes: P prompts, G group size, B = P*G rows, T time.
@@ -99,21 +99,21 @@ class Recipe:
     shared: bool = False    # one pretraining (the first seed's) serves every seed: RL methods compared from one start
 
 
+MUL3 = ("--families=mul", "--digits=3")  # 2 digits has too few distinct problems for a held-out set of 200
 RECIPES = {
-    "base": Recipe((), ()),  # the default teacher, 700 steps, shared by --quick and the full grid
+    "base": Recipe((), ("--pretrain_steps=150",)),  # the default teacher, 700 steps (--quick: 150)
     "short": Recipe(("--pretrain_steps=150",), ("--pretrain_steps=150",)),  # the format is still unreliable
     "think0": Recipe(("--think_prob=0", "--pretrain_steps=500"), ("--think_prob=0", "--pretrain_steps=150")),
     "mix": Recipe(("--families=add,sub,mul",), ("--families=add,sub,mul", "--pretrain_steps=150"), shared=True),
     "weak": Recipe(("--pretrain_steps=300",), ("--pretrain_steps=150",), shared=True),
     "check": Recipe(("--check_lines=3", "--error_prob=0.5"), ("--check_lines=3", "--error_prob=0.5",
                                                                "--pretrain_steps=150"), shared=True),
-    "mul": Recipe(("--families=mul",), ("--families=mul", "--pretrain_steps=150")),  # 2-digit products
-    "tool": Recipe(("--families=mul", "--tool_prob=0.5"), ("--families=mul", "--tool_prob=0.5", "--pretrain_steps=150")),
-    "tool10": Recipe(("--families=mul", "--tool_prob=0.1"), ("--families=mul", "--tool_prob=0.1",
-                                                             "--pretrain_steps=150")),
+    "mul": Recipe(MUL3, MUL3 + ("--pretrain_steps=150",)),  # 3-digit by 2-digit products: not in its head
+    "tool": Recipe(MUL3 + ("--tool_prob=0.5",), MUL3 + ("--tool_prob=0.5", "--pretrain_steps=150")),
+    "tool10": Recipe(MUL3 + ("--tool_prob=0.1",), MUL3 + ("--tool_prob=0.1", "--pretrain_steps=150")),
 }
 SEEDS = (1337, 1, 2)
-STEPS, LONG = dict(full=40, quick=8), dict(full=80, quick=10)  # RL steps a run; LONG: claim 12's
+STEPS, LONG = dict(full=40, quick=5), dict(full=80, quick=6)  # RL steps a run; LONG: claim 12's
 EVAL = dict(full=("--passk_problems=0",), quick=("--eval_problems=64", "--passk_problems=0"))  # full: 200 problems
 PASSK = dict(full=64, quick=32)  # held-out problems for pass@G where a claim reads it ("{passk}")
 MEASURE = dict(full=dict(batches=16, prompts=64), quick=dict(batches=4, prompts=16))  # the helpers' sizes
@@ -293,10 +293,10 @@ def the_claims():
         Claim(18, "A calculator tool: RL keeps what the teacher showed it", (
               S("no tool", recipe="mul"), S("teacher calls a calculator on half its problems", recipe="tool"),
               S("teacher calls it on 10%", recipe="tool10")), 1,
-              "On 2-digit multiplication, which the model cannot do in its head, a teacher who calls a calculator on "
-              "half its problems gives RL a tool to keep: the share of responses that call it rises, and accuracy ends "
-              "above the run without it. A teacher who calls it on 10% leaves RL enough to amplify: its call share "
-              "rises too.",
+              "On 3-digit by 2-digit multiplication, which the model cannot do in its head, a teacher who calls a "
+              "calculator on half its problems gives RL a tool to keep: the share of responses that call it rises, and "
+              "accuracy ends above the run without it. A teacher who calls it on 10% leaves RL enough to amplify: its "
+              "call share rises too.",
               "Held-out accuracy with the 50% teacher > the no-tool run's + 0.02; tool share (rl records' tool_rate) "
               "over the last third above the first 5 steps' for both teachers.", v_tool,
               "Look at the tool share over the steps.",
