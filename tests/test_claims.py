@@ -198,6 +198,7 @@ def test_bad_arguments_stop_before_any_work(tmp_path):
         claims.main(["--only=99", f"--work={tmp_path}"])
 
 
+@pytest.mark.slow  # ~20 s: the machinery end to end; the verdicts and the plan are tested above
 def test_the_grid_on_a_tiny_model(tmp_path, capsys):
     by_id = {c.id: c for c in claims.the_claims()}
     mine = lambda i, settings, verdict=None, **kw: claims.Claim(  # noqa: E731

@@ -91,7 +91,8 @@ RL_KEYS = ["reward", "format_rate", "zero_signal", "response_len", "think_share"
            "kl", "entropy", "clip_frac", "grad_norm", "acc", "pass@1"]
 
 
-@pytest.mark.parametrize("agg", LOSS_AGGS)
+@pytest.mark.parametrize("agg", [a if a == "seq-mean-token-mean" else pytest.param(a, marks=pytest.mark.slow)
+                                 for a in LOSS_AGGS])  # the default in the default suite, the rest with -m slow
 def test_rl_steps_equal_one_process_for_each_loss_aggregation(tmp_path, pretrained, agg):
     args = [f"--init_from={pretrained}", "--rl_steps=2", "--format_bonus=0.5", f"--loss_agg={agg}",
             "--rl_lr=3e-3", "--updates_per_batch=2", "--kl_coef=0.1"]

@@ -71,7 +71,8 @@ def assert_same_run(a, b):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, pytest.param(signal.SIGINT, marks=pytest.mark.slow),
+                                 pytest.param(signal.SIGTERM, marks=pytest.mark.slow)])  # INT, TERM: test_train too
 def test_a_signal_at_a_random_rl_step_then_resume_equals_the_uninterrupted_run(tmp_path, uninterrupted, sig):
     k = random.Random(int(sig)).randint(2, 10)  # the RL step after which the signal comes
     err = stop_midway(tmp_path, RL, sig, lambda text: f'"stage": "rl", "rl_step": {k},' in text)
@@ -83,7 +84,7 @@ def test_a_signal_at_a_random_rl_step_then_resume_equals_the_uninterrupted_run(t
     assert_same_run(uninterrupted / "rl", tmp_path)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)])
 def test_a_signal_during_pretraining_then_resume_equals_the_uninterrupted_run(tmp_path, uninterrupted, sig):
     ready = lambda text: (tmp_path / "ckpt.pt").exists()  # the first periodic save (step 3) has happened
     stop_midway(tmp_path, PRETRAIN, sig, ready)

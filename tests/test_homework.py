@@ -1,7 +1,8 @@
 """homework.py: every blank of the default set is graded (blanked alone, at least one of its tests fails, and
 nothing of its tests fails that does not name it), the all-blank starter imports and fails only where a blank is
 named, the solutions pass, and no blanked body survives in the starter. The starters run their tests two at a
-time: each blank's own, or for the all-blank starter and the solutions a fast subset of the suite."""
+time: each blank's own (eight starters: `-m slow`), or for the all-blank starter and the solutions a fast subset
+of the suite."""
 import ast
 import json
 import os
@@ -32,24 +33,35 @@ def grade(starter, tests):
     return r.stdout, json.loads((Path(starter) / ".homework_results.json").read_text())
 
 
-@pytest.fixture(scope="module")
-def graded(tmp_path_factory):
-    """Ten starters: each blank alone (graded by its own tests: whatever else it breaks, the all-blank starter's
-    run shows, since every failure there must name a blank), all of them blank, and the solutions (both graded
-    by the fast subset)."""
-    base = tmp_path_factory.mktemp("homework")
-    jobs = {f"{m}.{n}": (dict(only=[f"{m}.{n}"]), graders) for m, n, _, graders in homework.FUNCTIONS}
-    jobs["all"], jobs["solutions"] = (dict(only=None), FAST), (dict(only=None, solutions=True), FAST)
+def build_and_grade(base, jobs):
+    """Make each job's starter under base and run its tests, two starters at a time: {key: grade(...)}."""
     for key, (kw, _) in jobs.items():
         homework.make_starter(base / key.replace(".", "_"), **kw)
     with ThreadPoolExecutor(2) as pool:
-        results = dict(zip(jobs, pool.map(lambda k: grade(base / k.replace(".", "_"), jobs[k][1]), jobs)))
-    return base, results
+        return dict(zip(jobs, pool.map(lambda k: grade(base / k.replace(".", "_"), jobs[k][1]), jobs)))
 
 
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    """Two starters, both graded by the fast subset: all blanks blank, and the solutions."""
+    base = tmp_path_factory.mktemp("homework")
+    return base, build_and_grade(base, {"all": (dict(only=None), FAST),
+                                        "solutions": (dict(only=None, solutions=True), FAST)})
+
+
+@pytest.fixture(scope="module")
+def graded_alone(tmp_path_factory):
+    """One starter per blank, graded by its own tests (whatever else it breaks, the all-blank starter's run shows,
+    since every failure there must name a blank)."""
+    base = tmp_path_factory.mktemp("homework_alone")
+    return base, build_and_grade(base, {f"{m}.{n}": (dict(only=[f"{m}.{n}"]), graders)
+                                        for m, n, _, graders in homework.FUNCTIONS})
+
+
+@pytest.mark.slow  # eight starters, ~50 s; the all-blank starter below checks every failure names a blank
 @pytest.mark.parametrize("name", NAMES)
-def test_each_blank_alone_is_graded_and_breaks_nothing_else(graded, name):
-    out, res = graded[1][name]
+def test_each_blank_alone_is_graded_and_breaks_nothing_else(graded_alone, name):
+    out, res = graded_alone[1][name]
     failed = {t: r["names"] for t, r in res["tests"].items() if not r["passed"]}
     graders = next(f["graders"] for f in res["functions"] if f["name"] == name)
     assert any(t.startswith(tuple(graders)) for t in failed), f"{name} blanked, yet none of its tests fail"

@@ -1,6 +1,7 @@
 """tools.py: the calculator the policy may call. A call's result is forced text (mask 0, log-prob 0) that leaves
 the rest of the row exactly as if it had been typed in; hostile calls get `?>>` at once and run nothing; the
 teacher's calculator output is never a pretraining target."""
+import os
 import random
 import time
 
@@ -73,6 +74,7 @@ def test_hostile_calls_get_the_error_result_quickly_and_run_nothing(expression, 
     t0 = time.perf_counter()
     assert tools.answer(expression) == "?>>"
     assert time.perf_counter() - t0 < 0.01
+    assert not os.path.exists("/tmp/pwned")  # the payload never ran
 
 
 def test_the_calculator_computes_integers_exactly():
@@ -91,3 +93,21 @@ def test_pretraining_never_takes_the_calculators_output_as_a_target():
         assert ">>" not in targets  # ... and the results are not what it is trained to write
         written = "".join(piece for piece, by_tool in tool_pieces(inputs.split("\n", 1)[1]) if not by_tool)
         assert targets == written[:len(targets) - len("<|endoftext|>")] + "<|endoftext|>"  # x lacks the last token
+
+
+def test_the_trainer_reads_a_row_with_calls_as_the_sampler_did_where_the_policy_chose():
+    """lp_diff with tools on: the trainer's log-probs of the sampled rows equal the sampler's at every position the
+    policy chose (mask 1), ~1e-6 as without tools; at the environment's tokens they differ, and the mask hides them."""
+    import train  # the trainer's own log-prob pass (train.policy_logprobs), as grpo_update calls it
+    model, G, N = tiny(3), 4, 30
+    u = torch.rand(G, N, generator=torch.Generator().manual_seed(2))
+    s = sample(model, [encode("What is 12*34?\n")], G, N, eos_id=EOS_ID, uniforms=u, pad_id=PAD_ID,
+               force=[typist("<<12*34="), tools.calculator])
+    width = s.tokens.shape[1]
+    with torch.no_grad():
+        logprobs, _ = train.policy_logprobs(model, s, torch.arange(G), width, 1.0)  # (G, width - 1)
+    gap, chosen = (logprobs - s.logprobs[:, 1:width]).abs(), s.mask[:, 1:width].bool()  # (G, width - 1) each
+    forced = ~chosen & s.key_mask[:, 1:width].bool() & (torch.arange(1, width) >= s.prompt_len)  # the forced tokens
+    assert chosen.sum() > 4 * G and forced.sum() >= 13 * G
+    assert gap[chosen].max() < 1e-5, gap[chosen].max()
+    assert gap[forced].max() > 0.1  # forced tokens carry log-prob 0 in the sampler: only the mask keeps them out

@@ -470,7 +470,7 @@ def test_another_runs_checkpoint_starts_a_new_rl_stage(tmp_path):
     assert "pretrain step" not in r.stdout and "before RL" in r.stdout
 
 
-@pytest.mark.parametrize("knobs", [[], ["--curriculum=true", "--dynamic_sampling=true", "--kl_coef=0.04",
+@pytest.mark.parametrize("knobs", [pytest.param([], marks=pytest.mark.slow), ["--curriculum=true", "--dynamic_sampling=true", "--kl_coef=0.04",
                                          "--updates_per_batch=2", "--length_weight=0.5", "--staleness=2",
                                          "--policy_loss=gspo"]])
 def test_resume_reproduces_the_uninterrupted_run(tmp_path, knobs):
@@ -515,7 +515,7 @@ def test_non_finite_updates_in_a_row_stop_the_run(tmp_path):
     assert all(torch.allclose(v, ckpt["model"][k], equal_nan=True) for k, v in saved["model"].items())
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [pytest.param(signal.SIGINT, marks=pytest.mark.slow), signal.SIGTERM])
 def test_a_stop_signal_ends_the_step_saves_and_resumes_exactly(tmp_path, sig):
     """Ctrl-C (SIGINT) or a scheduler's SIGTERM: the step in flight completes, a checkpoint is written, and
     resuming continues exactly as the uninterrupted run (the same weights at the end)."""
