@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import tools
+import train
 from data.tasks import generate_problems, pretrain_batch, tool_pieces
 from data.tokenizer import EOS_ID, PAD_ID, decode, encode
 from model import GPT, GPTConfig
@@ -98,14 +99,13 @@ def test_pretraining_never_takes_the_calculators_output_as_a_target():
 def test_the_trainer_reads_a_row_with_calls_as_the_sampler_did_where_the_policy_chose():
     """lp_diff with tools on: the trainer's log-probs of the sampled rows equal the sampler's at every position the
     policy chose (mask 1), ~1e-6 as without tools; at the environment's tokens they differ, and the mask hides them."""
-    import train  # the trainer's own log-prob pass (train.policy_logprobs), as grpo_update calls it
     model, G, N = tiny(3), 4, 30
     u = torch.rand(G, N, generator=torch.Generator().manual_seed(2))
     s = sample(model, [encode("What is 12*34?\n")], G, N, eos_id=EOS_ID, uniforms=u, pad_id=PAD_ID,
                force=[typist("<<12*34="), tools.calculator])
     width = s.tokens.shape[1]
     with torch.no_grad():
-        logprobs, _ = train.policy_logprobs(model, s, torch.arange(G), width, 1.0)  # (G, width - 1)
+        logprobs, _ = train.policy_logprobs(model, s, torch.arange(G), width, 1.0)  # (G, width - 1), as grpo_update
     gap, chosen = (logprobs - s.logprobs[:, 1:width]).abs(), s.mask[:, 1:width].bool()  # (G, width - 1) each
     forced = ~chosen & s.key_mask[:, 1:width].bool() & (torch.arange(1, width) >= s.prompt_len)  # the forced tokens
     assert chosen.sum() > 4 * G and forced.sum() >= 13 * G

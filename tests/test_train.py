@@ -470,9 +470,10 @@ def test_another_runs_checkpoint_starts_a_new_rl_stage(tmp_path):
     assert "pretrain step" not in r.stdout and "before RL" in r.stdout
 
 
-@pytest.mark.parametrize("knobs", [pytest.param([], marks=pytest.mark.slow), ["--curriculum=true", "--dynamic_sampling=true", "--kl_coef=0.04",
-                                         "--updates_per_batch=2", "--length_weight=0.5", "--staleness=2",
-                                         "--policy_loss=gspo"]])
+@pytest.mark.parametrize("knobs", [pytest.param([], marks=pytest.mark.slow),
+                                   ["--curriculum=true", "--dynamic_sampling=true", "--kl_coef=0.04",
+                                    "--updates_per_batch=2", "--length_weight=0.5", "--staleness=2",
+                                    "--policy_loss=gspo"]])
 def test_resume_reproduces_the_uninterrupted_run(tmp_path, knobs):
     """Every piece of state a knob keeps (success rates, the reference, Adam's moments) survives a checkpoint."""
     full, part = tmp_path / "full", tmp_path / "part"
